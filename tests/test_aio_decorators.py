@@ -1,0 +1,911 @@
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import wrapt
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from prom_async.aio import (
+    ExceptionCounter,
+    InProgressTracker,
+    Timer,
+    _decorators,
+    count_exceptions,
+    time,
+    track_inprogress,
+)
+
+
+class FakeClock:
+    """
+    The clock the wrappers read, moved by hand.
+    """
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(_decorators, "perf_counter", fake)
+    return fake
+
+
+@pytest.fixture
+def histogram(registry: CollectorRegistry) -> Histogram:
+    return Histogram("work_seconds", "Work.", registry=registry)
+
+
+@pytest.fixture
+def counter(registry: CollectorRegistry) -> Counter:
+    return Counter("work_errors", "Errors.", registry=registry)
+
+
+@pytest.fixture
+def gauge(registry: CollectorRegistry) -> Gauge:
+    return Gauge("work_inprogress", "In progress.", registry=registry)
+
+
+def observed(
+    registry: CollectorRegistry, labels: dict[str, str] | None = None
+) -> tuple[float | None, float | None]:
+    return (
+        registry.get_sample_value("work_seconds_count", labels),
+        registry.get_sample_value("work_seconds_sum", labels),
+    )
+
+
+def errors(
+    registry: CollectorRegistry, labels: dict[str, str] | None = None
+) -> float | None:
+    return registry.get_sample_value("work_errors_total", labels)
+
+
+def inprogress(
+    registry: CollectorRegistry, labels: dict[str, str] | None = None
+) -> float | None:
+    return registry.get_sample_value("work_inprogress", labels)
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0)
+
+
+class TestTime:
+    async def test_coroutine_function_from_call_to_return(
+        self, registry, histogram, clock
+    ):
+        """An async def is timed until its coroutine returns."""
+
+        @time(histogram)
+        async def work(x):
+            clock.advance(2.5)
+            await asyncio.sleep(0)
+            clock.advance(0.5)
+            return x * 2
+
+        assert 42 == await work(21)
+        assert (1.0, 3.0) == observed(registry)
+
+    async def test_exception_passes_through_and_is_observed(
+        self, registry, histogram, clock
+    ):
+        """A raising call is observed and its exception is the same object."""
+        error = ValueError("boom")
+
+        @time(histogram)
+        async def work():
+            clock.advance(1)
+            raise error
+
+        with pytest.raises(ValueError) as caught:
+            await work()
+
+        assert error is caught.value
+        assert (1.0, 1.0) == observed(registry)
+
+    async def test_cancelled_call_is_observed(
+        self, registry, histogram, clock
+    ):
+        """A call cancelled while it waits is observed too."""
+        started = asyncio.Event()
+
+        @time(histogram)
+        async def work():
+            clock.advance(4)
+            started.set()
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(work())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        assert (1.0, 4.0) == observed(registry)
+
+    def test_sync_function(self, registry, histogram, clock):
+        """A plain def is timed and returns its plain value."""
+
+        @time(histogram)
+        def work(x):
+            clock.advance(0.25)
+            return x + 1
+
+        assert 2 == work(1)
+        assert not inspect.iscoroutinefunction(work)
+        assert (1.0, 0.25) == observed(registry)
+
+    async def test_async_generator_first_iteration_to_exhaustion(
+        self, registry, histogram, clock
+    ):
+        """An async generator is timed from its first iteration to its end."""
+
+        @time(histogram)
+        async def numbers():
+            for n in range(3):
+                clock.advance(1)
+                yield n
+
+        generator = numbers()
+        clock.advance(50)
+        assert (0.0, 0.0) == observed(registry)
+        assert [0, 1, 2] == [n async for n in generator]
+        assert (1.0, 3.0) == observed(registry)
+        assert inspect.isasyncgenfunction(numbers)
+
+    async def test_async_generator_closed_early(
+        self, registry, histogram, clock
+    ):
+        """aclose() ends the measurement and reaches the wrapped generator."""
+        closed = []
+
+        @time(histogram)
+        async def numbers():
+            try:
+                while True:
+                    clock.advance(1)
+                    yield 1
+            finally:
+                closed.append(True)
+
+        generator = numbers()
+        assert 1 == await generator.__anext__()
+        assert 1 == await generator.__anext__()
+        await generator.aclose()
+
+        assert [True] == closed
+        assert (1.0, 2.0) == observed(registry)
+
+    async def test_async_generator_asend_and_athrow_reach_the_generator(
+        self, histogram
+    ):
+        """Values sent and exceptions thrown in reach the wrapped generator."""
+
+        @time(histogram)
+        async def echo():
+            received = None
+            while True:
+                try:
+                    received = yield received
+                except KeyError:
+                    received = "caught"
+
+        generator = echo()
+        assert None is await generator.asend(None)
+        assert "hi" == await generator.asend("hi")
+        assert "caught" == await generator.athrow(KeyError())
+        await generator.aclose()
+
+    def test_generator(self, registry, histogram, clock):
+        """A generator is timed from its first iteration to its end."""
+
+        @time(histogram)
+        def numbers():
+            clock.advance(2)
+            yield 1
+            clock.advance(2)
+            yield 2
+
+        assert [1, 2] == list(numbers())
+        assert (1.0, 4.0) == observed(registry)
+
+    async def test_coroutine_object_from_wrapping(
+        self, registry, histogram, clock
+    ):
+        """time(m, coroutine) starts the clock when wrapped."""
+
+        async def work():
+            clock.advance(1)
+            return "done"
+
+        timed = time(histogram, work())
+        clock.advance(2)
+
+        assert "done" == await timed
+        assert (1.0, 3.0) == observed(registry)
+
+    async def test_future_and_task(self, registry, histogram):
+        """Futures and tasks are awaited, with their results passed on."""
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(1)
+        task = asyncio.create_task(asyncio.sleep(0, 2))
+
+        assert 1 == await time(histogram, future)
+        assert 2 == await time(histogram, task)
+        assert 2.0 == observed(registry)[0]
+
+    async def test_wrapped_awaitable_can_become_a_task(self, histogram):
+        """The awaitable form returns a coroutine that create_task accepts."""
+        task = asyncio.create_task(time(histogram, asyncio.sleep(0, "x")))
+
+        assert "x" == await task
+
+    def test_with_block(self, registry, histogram, clock):
+        """`with time(m):` observes the block, also when it raises."""
+        with time(histogram):
+            clock.advance(1.5)
+        with pytest.raises(KeyError), time(histogram):
+            clock.advance(1)
+            raise KeyError
+
+        assert (2.0, 2.5) == observed(registry)
+
+    async def test_async_with_concurrent_tasks(
+        self, registry, histogram, clock
+    ):
+        """One Timer entered by concurrent tasks keeps a start per task."""
+        timer = time(histogram)
+        first_in = asyncio.Event()
+        second_in = asyncio.Event()
+
+        async def first():
+            async with timer:
+                first_in.set()
+                await second_in.wait()
+                clock.advance(1)
+
+        async def second():
+            await first_in.wait()
+            clock.advance(10)
+            async with timer:
+                second_in.set()
+                clock.advance(0)
+
+        await asyncio.gather(first(), second())
+
+        # first: 10 + 1 = 11 s, second: 0 s (it entered after the 10 s).
+        assert (2.0, 11.0) == observed(registry)
+
+    def test_nested_with_blocks(self, registry, histogram, clock):
+        """Nested blocks on one Timer each observe their own span."""
+        timer = time(histogram)
+        with timer:
+            clock.advance(1)
+            with timer:
+                clock.advance(2)
+            clock.advance(3)
+
+        assert (2.0, 8.0) == observed(registry)
+
+    def test_bound_child(self, registry, clock):
+        """A child bound with .labels() works as the metric."""
+        labelled = Histogram("work_seconds", "", ["method"], registry=registry)
+
+        @time(labelled.labels("GET"))
+        def work():
+            clock.advance(1)
+
+        work()
+
+        assert (1.0, 1.0) == observed(registry, {"method": "GET"})
+
+    def test_any_observer(self, clock):
+        """Any object with observe() is a metric."""
+
+        class Recorder:
+            def __init__(self) -> None:
+                self.values: list[float] = []
+
+            def observe(self, value: float) -> None:
+                self.values.append(value)
+
+        recorder = Recorder()
+        with time(recorder):
+            clock.advance(7)
+
+        assert [7.0] == recorder.values
+
+    def test_returns_a_timer(self, histogram):
+        """Without a target, time() returns a reusable Timer."""
+        assert isinstance(time(histogram), Timer)
+
+
+class TestCountExceptions:
+    async def test_counts_and_reraises(self, registry, counter):
+        """An exception is counted and re-raised as the same object."""
+        error = ValueError()
+
+        @count_exceptions(counter)
+        async def work():
+            raise error
+
+        with pytest.raises(ValueError) as caught:
+            await work()
+
+        assert error is caught.value
+        assert 1.0 == errors(registry)
+
+    async def test_success_is_not_counted(self, registry, counter):
+        """A call that returns counts nothing and passes its result."""
+
+        @count_exceptions(counter)
+        async def work():
+            return "ok"
+
+        assert "ok" == await work()
+        assert 0.0 == errors(registry)
+
+    async def test_only_the_given_types(self, registry, counter):
+        """Only exceptions of the given types (a tuple works) are counted."""
+
+        @count_exceptions(counter, exc=(KeyError, IndexError))
+        async def work(error):
+            raise error
+
+        for error in (KeyError(), IndexError(), ValueError()):
+            with pytest.raises(type(error)):
+                await work(error)
+
+        assert 2.0 == errors(registry)
+
+    async def test_cancellation_not_counted_by_default(
+        self, registry, counter
+    ):
+        """A cancelled call is not an error unless BaseException is asked."""
+        started = asyncio.Event()
+
+        async def wait_forever():
+            started.set()
+            await asyncio.Event().wait()
+
+        default = asyncio.create_task(
+            count_exceptions(counter)(wait_forever)()
+        )
+        await started.wait()
+        default.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await default
+        assert 0.0 == errors(registry)
+
+        started.clear()
+        everything = asyncio.create_task(
+            count_exceptions(counter, exc=BaseException)(wait_forever)()
+        )
+        await started.wait()
+        everything.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await everything
+        assert 1.0 == errors(registry)
+
+    def test_sync_function(self, registry, counter):
+        """A plain def's exceptions are counted."""
+
+        @count_exceptions(counter)
+        def work():
+            raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            work()
+
+        assert 1.0 == errors(registry)
+
+    async def test_async_generator(self, registry, counter):
+        """Exceptions raised during iteration are counted; aclose() is not."""
+
+        @count_exceptions(counter, exc=BaseException)
+        async def numbers(fail):
+            yield 1
+            if fail:
+                raise ValueError
+            yield 2
+
+        with pytest.raises(ValueError):
+            async for _ in numbers(fail=True):
+                pass
+        generator = numbers(fail=False)
+        await generator.__anext__()
+        await generator.aclose()
+
+        assert 1.0 == errors(registry)
+
+    async def test_awaitable(self, registry, counter):
+        """count_exceptions(m, awaitable) counts what the awaitable raises."""
+
+        async def fail():
+            raise ValueError
+
+        with pytest.raises(ValueError):
+            await count_exceptions(counter, fail())
+
+        assert 1.0 == errors(registry)
+
+    async def test_with_blocks(self, registry, counter):
+        """Sync and async with blocks count and re-raise."""
+        with pytest.raises(KeyError), count_exceptions(counter):
+            raise KeyError
+        with pytest.raises(KeyError):
+            async with count_exceptions(counter):
+                raise KeyError
+        with count_exceptions(counter):
+            pass
+
+        assert 2.0 == errors(registry)
+
+    async def test_exception_type_as_label(self, registry):
+        """exc_labels chooses label values from the exception."""
+        labelled = Counter("work_errors", "", ["error"], registry=registry)
+
+        @count_exceptions(labelled, exc_labels=lambda e: [type(e).__name__])
+        async def work(error):
+            raise error
+
+        for error in (KeyError(), KeyError(), IndexError()):
+            with pytest.raises(LookupError):
+                await work(error)
+
+        assert 2.0 == errors(registry, {"error": "KeyError"})
+        assert 1.0 == errors(registry, {"error": "IndexError"})
+
+    async def test_call_and_exception_labels_joined(self, registry):
+        """Labels from the arguments and from the exception are joined."""
+        labelled = Counter(
+            "work_errors", "", ["route", "error"], registry=registry
+        )
+
+        @count_exceptions(
+            labelled,
+            labels=lambda route: {"route": route},
+            exc_labels=lambda e: {"error": type(e).__name__},
+        )
+        async def work(route):
+            raise ValueError
+
+        with pytest.raises(ValueError):
+            await work("/cats")
+
+        assert 1.0 == errors(
+            registry, {"route": "/cats", "error": "ValueError"}
+        )
+
+    def test_exc_labels_in_with_block(self, registry):
+        """A with block can label by the exception, too."""
+        labelled = Counter("work_errors", "", ["error"], registry=registry)
+
+        with (
+            pytest.raises(OSError),
+            count_exceptions(
+                labelled, exc_labels=lambda e: (type(e).__name__,)
+            ),
+        ):
+            raise OSError
+
+        assert 1.0 == errors(registry, {"error": "OSError"})
+
+    def test_returns_an_exception_counter(self, counter):
+        """Without a target, count_exceptions() returns an ExceptionCounter."""
+        assert isinstance(count_exceptions(counter), ExceptionCounter)
+
+
+class TestTrackInprogress:
+    async def test_up_while_awaiting_down_after(self, registry, gauge):
+        """The gauge is 1 during the await and 0 after the return."""
+        release = asyncio.Event()
+
+        @track_inprogress(gauge)
+        async def work():
+            await release.wait()
+            return "done"
+
+        task = asyncio.create_task(work())
+        await until(lambda: inprogress(registry) == 1.0)
+        release.set()
+
+        assert "done" == await task
+        assert 0.0 == inprogress(registry)
+
+    async def test_down_after_exception_and_cancellation(
+        self, registry, gauge
+    ):
+        """The gauge goes down when the call raises or is cancelled."""
+
+        @track_inprogress(gauge)
+        async def work(fail):
+            if fail:
+                raise ValueError
+            await asyncio.Event().wait()
+
+        with pytest.raises(ValueError):
+            await work(fail=True)
+        task = asyncio.create_task(work(fail=False))
+        await until(lambda: inprogress(registry) == 1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        assert 0.0 == inprogress(registry)
+
+    async def test_async_generator(self, registry, gauge):
+        """An async generator is in progress while it is iterated."""
+
+        @track_inprogress(gauge)
+        async def numbers():
+            yield inprogress(registry)
+            yield inprogress(registry)
+
+        generator = numbers()
+        assert 0.0 == inprogress(registry)
+        assert [1.0, 1.0] == [n async for n in generator]
+        assert 0.0 == inprogress(registry)
+
+    def test_sync_function(self, registry, gauge):
+        """A plain def is in progress during the call."""
+
+        @track_inprogress(gauge)
+        def work():
+            return inprogress(registry)
+
+        assert 1.0 == work()
+        assert 0.0 == inprogress(registry)
+
+    async def test_awaitable_counts_from_wrapping(self, registry, gauge):
+        """track_inprogress(m, awaitable) goes up when wrapped."""
+        tracked = track_inprogress(gauge, asyncio.sleep(0, "x"))
+
+        assert 1.0 == inprogress(registry)
+        assert "x" == await tracked
+        assert 0.0 == inprogress(registry)
+
+    async def test_with_blocks(self, registry, gauge):
+        """Sync and async with blocks are in progress inside."""
+        with track_inprogress(gauge):
+            assert 1.0 == inprogress(registry)
+        async with track_inprogress(gauge):
+            assert 1.0 == inprogress(registry)
+
+        assert 0.0 == inprogress(registry)
+
+    def test_returns_an_inprogress_tracker(self, gauge):
+        """Without a target, track_inprogress() returns a tracker."""
+        assert isinstance(track_inprogress(gauge), InProgressTracker)
+
+
+class TestLabelsPerCall:
+    async def test_time_labels_from_arguments(self, registry, clock):
+        """labels= picks the label values from each call's arguments."""
+        labelled = Histogram("work_seconds", "", ["method"], registry=registry)
+
+        @time(labelled, labels=lambda method, path: [method])
+        async def handle(method, path):
+            clock.advance(1)
+
+        await handle("GET", "/")
+        await handle("POST", path="/")
+        await handle("GET", "/x")
+
+        assert (2.0, 2.0) == observed(registry, {"method": "GET"})
+        assert (1.0, 1.0) == observed(registry, {"method": "POST"})
+
+    async def test_track_labels_by_name(self, registry):
+        """A mapping names the labels; the same child goes up and down."""
+        labelled = Gauge("work_inprogress", "", ["queue"], registry=registry)
+
+        @track_inprogress(labelled, labels=lambda queue: {"queue": queue})
+        async def consume(queue):
+            return inprogress(registry, {"queue": queue})
+
+        assert 1.0 == await consume("mail")
+        assert 0.0 == inprogress(registry, {"queue": "mail"})
+
+    def test_a_string_is_one_value(self, registry):
+        """A labels callable may return a single string."""
+        labelled = Counter("work_errors", "", ["kind"], registry=registry)
+
+        @count_exceptions(labelled, labels=lambda kind: kind)
+        def work(kind):
+            raise ValueError
+
+        with pytest.raises(ValueError):
+            work("disk")
+
+        assert 1.0 == errors(registry, {"kind": "disk"})
+
+    def test_methods_see_self(self, registry):
+        """On a method, the labels callable gets self like the method."""
+        labelled = Gauge("work_inprogress", "", ["name"], registry=registry)
+
+        class Worker:
+            name = "w1"
+
+            @track_inprogress(labelled, labels=lambda self: [self.name])
+            def work(self):
+                return inprogress(registry, {"name": self.name})
+
+        assert 1.0 == Worker().work()
+
+
+class TestDecoratedFunctions:
+    def test_keeps_identity(self, histogram):
+        """Name, docstring, signature and __wrapped__ are kept."""
+
+        async def fetch(url: str, *, retries: int = 3) -> bytes:
+            """Fetch a URL."""
+            return b""
+
+        decorated = time(histogram)(fetch)
+
+        assert inspect.iscoroutinefunction(decorated)
+        assert "fetch" == decorated.__name__
+        assert "Fetch a URL." == decorated.__doc__
+        assert fetch is decorated.__wrapped__
+        assert inspect.signature(fetch) == inspect.signature(decorated)
+
+    async def test_every_parameter_kind_is_forwarded(self, histogram):
+        """Positional-only, defaults, *args, keyword-only and **kwargs pass."""
+        default = object()
+
+        @time(histogram)
+        async def call(a, b=default, /, c=3, *rest, d, e=5, **extra):
+            return a, b, c, rest, d, e, extra
+
+        assert (1, default, 3, (), 4, 5, {}) == await call(1, d=4)
+        assert (1, 2, 3, (9,), 4, 6, {"z": 0}) == await call(
+            1, 2, 3, 9, d=4, e=6, z=0
+        )
+        with pytest.raises(TypeError):
+            await call(1)
+
+    async def test_parameter_named_like_internals(self, histogram):
+        """A parameter whose name the wrapper uses inside still works."""
+
+        @time(histogram)
+        async def call(_pa_target, _pa_start=2):
+            return _pa_target + _pa_start
+
+        assert 3 == await call(1)
+
+    async def test_methods(self, registry, histogram):
+        """Methods, classmethods and staticmethods, either order, bind."""
+
+        class Service:
+            @time(histogram)
+            async def method(self):
+                return self
+
+            @time(histogram)
+            @classmethod
+            async def outer_classmethod(cls):
+                return cls
+
+            @classmethod
+            @time(histogram)
+            async def inner_classmethod(cls):
+                return cls
+
+            @time(histogram)
+            @staticmethod
+            async def outer_staticmethod():
+                return "static"
+
+            @staticmethod
+            @time(histogram)
+            async def inner_staticmethod():
+                return "static"
+
+        service = Service()
+
+        assert service is await service.method()
+        assert Service is await Service.outer_classmethod()
+        assert Service is await service.inner_classmethod()
+        assert "static" == await Service.outer_staticmethod()
+        assert "static" == await service.inner_staticmethod()
+        assert 5.0 == observed(registry)[0]
+
+    async def test_stacks_with_wrapt_decorators(self, registry, histogram):
+        """Above and below a wrapt decorator, the instance binding holds."""
+        seen = []
+
+        @wrapt.decorator
+        async def remember(wrapped, instance, args, kwargs):
+            seen.append(instance)
+            return await wrapped(*args, **kwargs)
+
+        class Service:
+            @time(histogram)
+            @remember
+            async def below(self, x):
+                return x
+
+            @remember
+            @time(histogram)
+            async def above(self, x):
+                return x
+
+        service = Service()
+
+        assert 1 == await service.below(1)
+        assert 2 == await service.above(2)
+        assert [service, service] == seen
+        assert inspect.iscoroutinefunction(Service.below)
+        assert inspect.iscoroutinefunction(service.above)
+        assert 2.0 == observed(registry)[0]
+
+    async def test_stacks_with_functools_decorators(self, registry, histogram):
+        """Under and over functools.wraps decorators, calls pass through."""
+
+        def logged(function):
+            @functools.wraps(function)
+            async def wrapper(*args, **kwargs):
+                return await function(*args, **kwargs)
+
+            return wrapper
+
+        @time(histogram)
+        @logged
+        @count_exceptions(Counter("e", "", registry=registry))
+        async def work(x):
+            return x
+
+        assert 5 == await work(5)
+        assert "work" == work.__name__
+        assert 1.0 == observed(registry)[0]
+
+    async def test_all_three_stacked(
+        self, registry, histogram, counter, gauge
+    ):
+        """time, count_exceptions and track_inprogress stack on one call."""
+
+        @time(histogram)
+        @count_exceptions(counter)
+        @track_inprogress(gauge)
+        async def work():
+            assert 1.0 == inprogress(registry)
+            raise ValueError
+
+        with pytest.raises(ValueError):
+            await work()
+
+        assert 1.0 == observed(registry)[0]
+        assert 1.0 == errors(registry)
+        assert 0.0 == inprogress(registry)
+
+    async def test_callable_object(self, registry, histogram):
+        """An object with an async __call__ is awaited like a function."""
+
+        class Handler:
+            async def __call__(self, x):
+                return x
+
+        decorated: Any = time(histogram)(Handler())
+
+        assert 3 == await decorated(3)
+        assert 1.0 == observed(registry)[0]
+
+    async def test_partial(self, registry, histogram):
+        """A functools.partial of an async def is timed as a coroutine."""
+
+        async def add(a, b):
+            return a + b
+
+        decorated = time(histogram)(functools.partial(add, 1))
+
+        assert 3 == await decorated(2)
+        assert 1.0 == observed(registry)[0]
+
+
+class TestBadInput:
+    def test_not_a_metric(self, counter, histogram):
+        """A metric without the needed method fails when decorating."""
+        with pytest.raises(TypeError, match=r"observe\(\)"):
+            time(counter)
+        with pytest.raises(TypeError, match=r"inc\(\)"):
+            count_exceptions(object())
+        with pytest.raises(TypeError, match=r"dec\(\)"):
+            track_inprogress(counter)
+
+    def test_exc_not_an_exception(self, counter):
+        """exc must be an exception class or a tuple of them."""
+        for wrong in ("ValueError", ValueError(), (KeyError, int), int):
+            with pytest.raises(TypeError, match="exception class"):
+                count_exceptions(counter, exc=wrong)
+
+    def test_target_neither_callable_nor_awaitable(self, histogram):
+        """Decorating something that cannot run fails at once."""
+        with pytest.raises(TypeError, match="callable or an awaitable"):
+            time(histogram)(42)
+        with pytest.raises(TypeError, match="callable or an awaitable"):
+            time(histogram, 42)
+
+    def test_labelled_metric_without_labels(self, registry):
+        """A metric with label names needs labels= or a bound child."""
+        labelled = Histogram("work_seconds", "", ["method"], registry=registry)
+
+        with pytest.raises(ValueError, match="label names"):
+            time(labelled)
+
+    def test_labels_on_metric_without_label_names(self, histogram):
+        """labels= on a metric without label names fails at once."""
+        with pytest.raises(ValueError, match="no label names"):
+            time(histogram, labels=lambda: ["x"])
+
+    def test_labels_not_callable(self, registry):
+        """labels= must be callable."""
+        labelled = Histogram("work_seconds", "", ["method"], registry=registry)
+
+        with pytest.raises(TypeError, match="callable"):
+            time(labelled, labels=["GET"])
+
+    async def test_labels_without_a_call(self, registry):
+        """labels= cannot label a with block or an awaitable."""
+        labelled = Histogram("work_seconds", "", ["method"], registry=registry)
+        timer = time(labelled, labels=lambda: ["GET"])
+        coroutine = asyncio.sleep(0)
+
+        with pytest.raises(TypeError, match="with block"), timer:
+            pass
+        with pytest.raises(TypeError, match="awaitable"):
+            timer(coroutine)
+        await coroutine
+
+
+class TestGenerators:
+    def test_generator_send_and_close(self, registry, histogram):
+        """send() and close() reach a wrapped generator."""
+        closed = []
+
+        @time(histogram)
+        def echo() -> Iterator[Any]:
+            received = None
+            try:
+                while True:
+                    received = yield received
+            finally:
+                closed.append(True)
+
+        generator = echo()
+        next(generator)
+        assert "a" == generator.send("a")
+        generator.close()
+
+        assert [True] == closed
+        assert 1.0 == observed(registry)[0]
+
+    async def test_async_generator_abandoned_then_closed(self, histogram):
+        """An async generator left half-way is closed cleanly."""
+
+        @track_inprogress(Gauge("g", "", registry=CollectorRegistry()))
+        async def numbers() -> AsyncIterator[int]:
+            yield 1
+            yield 2
+
+        generator = numbers()
+        assert 1 == await generator.__anext__()
+        await generator.aclose()

@@ -1,0 +1,153 @@
+"""
+Uses of the public API that mypy --strict must accept, and, marked with
+``type: ignore[...]``, uses it must refuse (strict mode reports an ignore
+that is not needed, so a wrong use that starts to pass fails the check).
+
+This file is type-checked, not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from prom_async.aio import (
+    ExceptionCounter,
+    InProgressTracker,
+    Timer,
+    count_exceptions,
+    time,
+    track_inprogress,
+)
+from prom_async.types import IncDecrementer, Incrementer, Observer
+
+
+REQUEST_TIME = Histogram("request_seconds", "Request time.")
+BY_METHOD = Histogram("by_method_seconds", "Time by method.", ["method"])
+ERRORS = Counter("errors", "Errors.")
+ERRORS_BY_TYPE = Counter("errors_by_type", "Errors by type.", ["type"])
+INPROGRESS = Gauge("inprogress", "In progress.")
+
+
+@time(REQUEST_TIME)
+@count_exceptions(ERRORS)
+@track_inprogress(INPROGRESS)
+async def fetch(url: str, *, retries: int = 3) -> bytes:
+    return url.encode() * retries
+
+
+@time(BY_METHOD, labels=lambda method, path: [method])
+async def handle(method: str, path: str) -> int:
+    return len(path)
+
+
+@count_exceptions(ERRORS_BY_TYPE, exc_labels=lambda e: [type(e).__name__])
+def parse(text: str) -> int:
+    return int(text)
+
+
+@time(REQUEST_TIME)
+async def stream(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+
+
+class Service:
+    @time(REQUEST_TIME)
+    async def method(self, x: int) -> int:
+        return x
+
+    @time(REQUEST_TIME)
+    @classmethod
+    async def build(cls) -> Service:
+        return cls()
+
+
+async def uses() -> None:
+    body: bytes = await fetch("http://localhost/", retries=1)
+    status: int = await handle("GET", "/")
+    number: int = parse("1")
+    numbers: list[int] = [n async for n in stream(3)]
+    value: int = await Service().method(1)
+    service: Service = await Service.build()
+
+    slept: int = await time(REQUEST_TIME, asyncio.sleep(0, 0))
+    task: asyncio.Task[str] = asyncio.create_task(
+        time(REQUEST_TIME, asyncio.sleep(0, "x"))
+    )
+    counted: int = await count_exceptions(ERRORS, asyncio.sleep(0, 1))
+    tracked: str = await track_inprogress(INPROGRESS, asyncio.sleep(0, "t"))
+
+    with time(REQUEST_TIME):
+        pass
+    async with count_exceptions(ERRORS, exc=(KeyError, ValueError)):
+        pass
+    with track_inprogress(INPROGRESS):
+        pass
+
+    timer: Timer = time(BY_METHOD.labels("GET"))
+    counter: ExceptionCounter = count_exceptions(ERRORS)
+    tracker: InProgressTracker = track_inprogress(INPROGRESS)
+    decorator: Callable[
+        [Callable[[int], Coroutine[Any, Any, int]]],
+        Callable[[int], Coroutine[Any, Any, int]],
+    ] = time(REQUEST_TIME)
+
+    print(
+        body,
+        status,
+        number,
+        numbers,
+        value,
+        service,
+        slept,
+        task,
+        counted,
+        tracked,
+        timer,
+        counter,
+        tracker,
+        decorator,
+    )
+
+
+class MyObserver:
+    def observe(self, value: float) -> None:
+        pass
+
+
+class MyCounter:
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+
+class MyGauge(MyCounter):
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+
+observer: Observer = MyObserver()
+incrementer: Incrementer = MyCounter()
+gauge_like: IncDecrementer = MyGauge()
+custom_timer = time(MyObserver())
+custom_tracker = track_inprogress(MyGauge())
+
+
+async def wrong_uses() -> None:
+    # The decorated signature is kept: wrong arguments are caught.
+    await fetch(1)  # type: ignore[arg-type]
+    await fetch("u", retries="3")  # type: ignore[arg-type]
+    # The result type is kept.
+    text: str = await fetch("u")  # type: ignore[assignment]
+    # A counter cannot observe; a histogram cannot go down.
+    time(ERRORS)  # type: ignore[call-overload]
+    track_inprogress(REQUEST_TIME)  # type: ignore[call-overload]
+    # exc must be exception classes.
+    count_exceptions(ERRORS, exc=int)  # type: ignore[arg-type]
+    # Something to observe must have observe().
+    time(MyCounter())  # type: ignore[call-overload]
+    print(text)
