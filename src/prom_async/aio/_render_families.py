@@ -1,0 +1,283 @@
+"""
+Walk a registry's metric families lazily, pausing so other threads run.
+
+``prometheus_client``'s encoders take anything with a ``collect()`` method
+and read each family's ``name``, ``documentation``, ``type``, ``unit`` and
+``samples`` once.  :class:`LazyRegistry` hands them families whose samples
+are produced one by one while the encoder consumes them, instead of lists
+built up front.  Each sample then dies young, so a render of a large
+registry promotes nothing to the garbage collector's old generations and
+triggers no full collection (which would stop every thread, the event loop's
+included, for tens of milliseconds).  Every few samples the walk checks the
+clock and, after a slice of work, sleeps briefly: the thread gives up the
+GIL on its own instead of holding it for the whole switch interval.
+
+Reading ``prometheus_client``'s own metrics lazily uses private attributes
+(``CollectorRegistry._collector_to_names``, ``MetricWrapperBase._samples``);
+wherever they are missing or overridden, the public ``collect()`` is used,
+and the samples come out the same.
+"""
+
+from __future__ import annotations
+
+import time
+
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.samples import Sample
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+
+__all__ = ["LazyRegistry", "Pacer", "encode_by_family"]
+
+
+class Pacer:
+    """
+    Count work and sleep briefly after each slice of it.
+
+    Args:
+        slice_seconds: How long to work before pausing.
+        pause_seconds: How long to sleep, releasing the GIL.
+        check_every: How many ticks between looks at the clock.
+        clock: Where the time comes from.
+        sleep: How to pause.
+    """
+
+    __slots__ = (
+        "_check_every",
+        "_clock",
+        "_deadline",
+        "_pause",
+        "_sleep",
+        "_slice",
+        "_ticks",
+    )
+
+    def __init__(
+        self,
+        slice_seconds: float = 0.001,
+        pause_seconds: float = 0.00005,
+        check_every: int = 32,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        self._slice = slice_seconds
+        self._pause = pause_seconds
+        self._check_every = check_every
+        self._clock = clock
+        self._sleep = sleep
+        self._ticks = 0
+        self._deadline = clock() + slice_seconds
+
+    def tick(self) -> None:
+        """
+        Count one unit of work; pause if the slice is used up.
+        """
+        self._ticks += 1
+        if self._ticks % self._check_every:
+            return
+        if self._clock() >= self._deadline:
+            self._sleep(self._pause)
+            self._deadline = self._clock() + self._slice
+
+
+class _Family:
+    """
+    What an encoder reads of a metric family, with samples still to come.
+    """
+
+    __slots__ = ("documentation", "name", "samples", "type", "unit")
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        type: str,  # noqa: A002 -- the attribute the encoders read
+        unit: str,
+        samples: Iterable[Sample],
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.type = type
+        self.unit = unit
+        self.samples = samples
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.type!r})"
+
+
+class LazyRegistry:
+    """
+    A registry view whose ``collect()`` yields families lazily and paced.
+
+    Args:
+        registry: The registry to walk.
+        names: Only samples with these names, like ``name[]``; or
+            :data:`None` for all.
+        pacer: Paces the walk; a fresh :class:`Pacer` per ``collect()``
+            when :data:`None`.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        names: frozenset[str] | None = None,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self._registry = registry
+        self._names = names
+        self._pacer = pacer
+
+    def collect(self) -> Iterator[_Family]:
+        """
+        Yield the registry's families, each with lazily produced samples.
+        """
+        pacer = self._pacer or Pacer()
+        if self._names is None:
+            families: Iterable[Any] = _walk(self._registry)
+        else:
+            families = self._registry.restricted_registry(
+                self._names
+            ).collect()
+        for family in families:
+            pacer.tick()
+            yield _Family(
+                family.name,
+                family.documentation,
+                family.type,
+                family.unit,
+                _paced(family.samples, pacer),
+            )
+
+
+class _Families:
+    """
+    A collector of families that have been collected already.
+    """
+
+    __slots__ = ("_families",)
+
+    def __init__(self, families: tuple[Any, ...]) -> None:
+        self._families = families
+
+    def collect(self) -> tuple[Any, ...]:
+        return self._families
+
+
+def encode_by_family(
+    encoder: Callable[[Any], bytes], registry: LazyRegistry
+) -> bytes:
+    """
+    Encode *registry* one family at a time, as *encoder* would at once.
+
+    The exposition formats are the concatenation of each family's lines
+    plus a trailer (``# EOF`` for OpenMetrics), so encoding family by family
+    gives the same bytes, while no single step builds and joins the lines of
+    the whole registry holding the GIL: the pieces are joined as bytes,
+    which CPython does without the GIL.  Should a piece not end with what
+    *encoder* produces for no families, the registry is encoded at once.
+    """
+    trailer = encoder(_Families(()))
+    pieces: list[bytes] = []
+    for family in registry.collect():
+        piece = encoder(_Families((family,)))
+        if not piece.endswith(trailer):
+            return encoder(registry)
+        pieces.append(piece[: len(piece) - len(trailer)])
+    pieces.append(trailer)
+    return b"".join(pieces)
+
+
+def _paced(samples: Iterable[Sample], pacer: Pacer) -> Iterator[Sample]:
+    for sample in samples:
+        pacer.tick()
+        yield sample
+
+
+def _walk(registry: CollectorRegistry) -> Iterator[Any]:
+    """
+    Yield what ``registry.collect()`` yields, reading metrics lazily.
+    """
+    internals = _registry_internals(registry)
+    if internals is None:
+        yield from registry.collect()
+        return
+    lock, collector_to_names, target_info_metric = internals
+    with lock:
+        collectors = list(collector_to_names)
+        target_info = (
+            target_info_metric()
+            if registry._target_info  # noqa: SLF001 -- as collect()
+            else None
+        )
+    if target_info:
+        yield target_info
+    for collector in collectors:
+        family = _lazy_family(collector)
+        if family is None:
+            yield from collector.collect()
+        else:
+            yield family
+
+
+def _registry_internals(
+    registry: CollectorRegistry,
+) -> tuple[Any, dict[Any, Any], Callable[[], Any]] | None:
+    if type(registry).collect is not CollectorRegistry.collect:
+        return None
+    lock = getattr(registry, "_lock", None)
+    collector_to_names = getattr(registry, "_collector_to_names", None)
+    target_info_metric = getattr(registry, "_target_info_metric", None)
+    if (
+        lock is None
+        or not isinstance(collector_to_names, dict)
+        or not hasattr(registry, "_target_info")
+        or not callable(target_info_metric)
+    ):
+        return None
+    return lock, collector_to_names, target_info_metric
+
+
+def _lazy_family(collector: object) -> _Family | None:
+    """
+    The family ``collector.collect()`` would return, its samples lazy.
+
+    :data:`None` when *collector* is not a ``prometheus_client`` metric
+    whose ``collect()`` is the stock one.
+    """
+    if (
+        not isinstance(collector, MetricWrapperBase)
+        or type(collector).collect is not MetricWrapperBase.collect
+    ):
+        return None
+    name = getattr(collector, "_name", None)
+    get_metric = getattr(collector, "_get_metric", None)
+    produce = getattr(collector, "_samples", None)
+    if not isinstance(name, str) or get_metric is None or produce is None:
+        return None
+    metric = get_metric()
+    return _Family(
+        metric.name,
+        metric.documentation,
+        metric.type,
+        metric.unit,
+        _renamed(name, produce()),
+    )
+
+
+def _renamed(prefix: str, samples: Iterable[Sample]) -> Iterator[Sample]:
+    # The metric's own samples carry only the suffix, as collect() sees them.
+    for sample in samples:
+        yield Sample(
+            prefix + sample.name,
+            sample.labels,
+            sample.value,
+            sample.timestamp,
+            sample.exemplar,
+            sample.native_histogram,
+        )
