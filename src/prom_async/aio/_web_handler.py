@@ -1,0 +1,264 @@
+"""
+The aiohttp handlers that answer scrapes and the landing page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import weakref
+
+from typing import TYPE_CHECKING, Final
+
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from ._auth import Authenticator
+from ._render import RegistryRenderer
+
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+
+__all__ = [
+    "MetricsEndpoint",
+    "add_metrics_route",
+    "add_metrics_routes",
+    "landing_page",
+    "metrics_endpoint",
+    "metrics_handler",
+    "server_stats",
+]
+
+log = logging.getLogger(__name__)
+
+_NAME_PARAMETER: Final = "name[]"
+_VARY: Final = "Accept, Accept-Encoding"
+
+
+class MetricsEndpoint:
+    """
+    Serves one registry; :meth:`handle` is the aiohttp handler.
+    """
+
+    __slots__ = ("_authenticator", "_renderer", "registry")
+
+    def __init__(
+        self, registry: CollectorRegistry, authenticator: Authenticator
+    ) -> None:
+        self.registry = registry
+        self._renderer = RegistryRenderer(registry)
+        self._authenticator = authenticator
+
+    @property
+    def requires_auth(self) -> bool:
+        """
+        Whether scrapes must carry a credential.
+        """
+        return self._authenticator.required
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """
+        Answer one scrape.
+        """
+        if not await self._authenticator.is_authorized(
+            request.headers.get(hdrs.AUTHORIZATION)
+        ):
+            return _unauthorized(self._authenticator)
+        names = frozenset(request.query.getall(_NAME_PARAMETER, ())) or None
+        try:
+            exposition = await self._renderer.render(
+                accept=request.headers.get(hdrs.ACCEPT),
+                accept_encoding=request.headers.get(hdrs.ACCEPT_ENCODING),
+                names=names,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("collecting the metrics failed")
+            return web.Response(
+                status=500,
+                text="Collecting the metrics failed; see the server's log.\n",
+            )
+        headers = CIMultiDict(
+            {hdrs.CONTENT_TYPE: exposition.content_type, hdrs.VARY: _VARY}
+        )
+        if exposition.content_encoding is not None:
+            headers[hdrs.CONTENT_ENCODING] = exposition.content_encoding
+        return web.Response(body=exposition.body, headers=headers)
+
+
+def _unauthorized(authenticator: Authenticator) -> web.Response:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for challenge in authenticator.challenges:
+        headers.add(hdrs.WWW_AUTHENTICATE, challenge)
+    return web.Response(
+        status=401, text="401: credentials required\n", headers=headers
+    )
+
+
+def metrics_handler(
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    basic_auth_users: Mapping[str, str] | None = None,
+    bearer_token: str | None = None,
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """
+    Build an aiohttp handler that serves *registry*.
+
+    Add it to your own :class:`aiohttp.web.Application` under any path, or
+    let :func:`add_metrics_route` do it. The handler negotiates the format
+    (text 0.0.4 or OpenMetrics) from ``Accept``, compresses with gzip when
+    ``Accept-Encoding`` allows, honours ``name[]`` query parameters, and
+    renders off the event loop.
+
+    Args:
+        registry: The registry to serve: the global one, a custom
+            :class:`~prometheus_client.CollectorRegistry`, or one that holds
+            a multiprocess collector.
+        basic_auth_users: Require HTTP basic auth: user names mapped to
+            bcrypt password hashes, as in the ``basic_auth_users`` of
+            Prometheus' exporter-toolkit web configuration. Needs the
+            ``auth`` extra (the ``bcrypt`` package).
+        bearer_token: Require ``Authorization: Bearer <bearer_token>``.
+            With both options, either credential is accepted.
+
+    Returns:
+        The handler; scrapes without a valid credential (when one is
+        configured) get ``401`` with ``WWW-Authenticate``.
+
+    Raises:
+        TypeError: An option has the wrong type.
+        ValueError: An option is empty or a password is not a bcrypt hash.
+        ImportError: *basic_auth_users* is given and bcrypt is missing.
+
+    .. versionadded:: 0.1.0
+    """
+    return metrics_endpoint(
+        registry=registry,
+        basic_auth_users=basic_auth_users,
+        bearer_token=bearer_token,
+    ).handle
+
+
+def metrics_endpoint(
+    *,
+    registry: CollectorRegistry,
+    basic_auth_users: Mapping[str, str] | None,
+    bearer_token: str | None,
+) -> MetricsEndpoint:
+    """
+    Check the options and build the endpoint for :func:`metrics_handler`.
+    """
+    given: object = registry
+    if not isinstance(given, CollectorRegistry):
+        raise TypeError(
+            "registry must be a prometheus_client.CollectorRegistry, not "
+            f"{type(given).__name__}"
+        )
+    return MetricsEndpoint(
+        registry,
+        Authenticator(
+            basic_auth_users=basic_auth_users, bearer_token=bearer_token
+        ),
+    )
+
+
+def add_metrics_route(
+    app: web.Application,
+    path: str = "/metrics",
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    basic_auth_users: Mapping[str, str] | None = None,
+    bearer_token: str | None = None,
+) -> None:
+    """
+    Serve *registry* under *path* in an existing application.
+
+    Both ``path`` and ``path/`` answer ``GET`` and ``HEAD`` directly (no
+    redirect); other methods get ``405``. The options are those of
+    :func:`metrics_handler`.
+
+    Args:
+        app: The application to add the routes to (before it starts).
+        path: Where to serve the metrics; must start with ``/``.
+        registry: The registry to serve.
+        basic_auth_users: See :func:`metrics_handler`.
+        bearer_token: See :func:`metrics_handler`.
+
+    Raises:
+        ValueError: *path* is not an absolute path below ``/``.
+        TypeError: An option has the wrong type (see
+            :func:`metrics_handler`).
+
+    .. versionadded:: 0.1.0
+    """
+    add_metrics_routes(
+        app,
+        path,
+        metrics_endpoint(
+            registry=registry,
+            basic_auth_users=basic_auth_users,
+            bearer_token=bearer_token,
+        ),
+    )
+
+
+def add_metrics_routes(
+    app: web.Application, path: str, endpoint: MetricsEndpoint
+) -> None:
+    """
+    Route ``GET`` and ``HEAD`` of *path*, with and without ``/``, to
+    *endpoint*.
+    """
+    given: object = path
+    if not isinstance(given, str) or not path.startswith("/"):
+        raise ValueError(f"path must start with '/', not {path!r}")
+    bare = path.rstrip("/")
+    if not bare:
+        raise ValueError(
+            "path must name a resource below '/', like '/metrics'"
+        )
+    app.router.add_get(bare, endpoint.handle)
+    app.router.add_get(bare + "/", endpoint.handle)
+
+
+def landing_page(metrics_path: str) -> bytes:
+    """
+    The small HTML page at ``/`` that links to *metrics_path*.
+    """
+    href = html.escape(metrics_path, quote=True)
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        "<title>Metrics exporter</title></head>\n<body>"
+        "<h1>Metrics exporter</h1>\n"
+        f'<p><a href="{href}">Metrics</a></p>\n'
+        "</body></html>\n"
+    ).encode()
+
+
+_server_stats_endpoints: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, MetricsEndpoint
+] = weakref.WeakKeyDictionary()
+
+
+async def server_stats(request: web.Request) -> web.Response:
+    """
+    An aiohttp handler that serves the global registry.
+
+    A drop-in for ``prometheus_async.aio.web.server_stats``: add it to your
+    application's router. For another registry or for credentials, use
+    :func:`metrics_handler` or :func:`add_metrics_route`.
+
+    .. versionadded:: 0.1.0
+    """
+    loop = asyncio.get_running_loop()
+    endpoint = _server_stats_endpoints.get(loop)
+    if endpoint is None:
+        endpoint = _server_stats_endpoints[loop] = metrics_endpoint(
+            registry=REGISTRY, basic_auth_users=None, bearer_token=None
+        )
+    return await endpoint.handle(request)

@@ -1,0 +1,553 @@
+"""
+The standalone metrics HTTP server: in the running loop or in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import logging
+import socket
+import ssl
+import threading
+
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from ._web_handler import add_metrics_routes, landing_page, metrics_endpoint
+
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from prom_async.types import Deregisterer, ServiceDiscovery
+
+
+__all__ = [
+    "MetricsHTTPServer",
+    "Socket",
+    "ThreadedMetricsHTTPServer",
+    "start_http_server",
+    "start_http_server_in_thread",
+]
+
+log = logging.getLogger("prom_async.aio.web")
+
+METRICS_PATH: Final = "/metrics"
+_SHUTDOWN_TIMEOUT: Final = 5.0
+_THREAD_NAME: Final = "prom_async-metrics-exporter"
+# Binding one more address of a name can fail on hosts without IPv6.
+_UNAVAILABLE_ADDRESS_ERRORS: Final = frozenset(
+    {errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT}
+)
+_EPHEMERAL_BIND_ATTEMPTS: Final = 5
+_WILDCARDS: Final = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104
+
+
+class Socket(NamedTuple):
+    """
+    The address and port a metrics server listens on.
+    """
+
+    addr: str
+    port: int
+
+
+class MetricsHTTPServer:
+    """
+    A running metrics HTTP server; made by :func:`start_http_server`.
+
+    It serves a landing page at ``/`` (no credentials needed: a cheap
+    health check) and the metrics at ``/metrics`` and ``/metrics/``.
+    Use it as an async context manager, or call :meth:`close`.
+
+    Attributes:
+        socket: The first address and port it listens on.
+        https: Whether it serves TLS.
+        metrics_path: The path of the metrics: ``"/metrics"``.
+        requires_auth: Whether ``/metrics`` asks for a credential.
+    """
+
+    def __init__(
+        self,
+        *,
+        runner: web.AppRunner,
+        sockets: tuple[Socket, ...],
+        https: bool,
+        requires_auth: bool,
+    ) -> None:
+        self._runner = runner
+        self.sockets = sockets
+        self.socket = sockets[0]
+        self.https = https
+        self.metrics_path = METRICS_PATH
+        self.requires_auth = requires_auth
+        self._deregister: Deregisterer | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<MetricsHTTPServer {self.url}>"
+
+    @property
+    def url(self) -> str:
+        """
+        The root URL, like ``http://127.0.0.1:8000/``.
+
+        IPv6 hosts are bracketed; a wildcard address (``""``, ``0.0.0.0``,
+        ``::``) gives the loopback address, which reaches it from here.
+        """
+        scheme = "https" if self.https else "http"
+        return f"{scheme}://{_url_host(self.socket.addr)}:{self.socket.port}/"
+
+    @property
+    def metrics_url(self) -> str:
+        """
+        The URL of the metrics, like ``http://127.0.0.1:8000/metrics``.
+        """
+        return self.url[:-1] + self.metrics_path
+
+    @property
+    def is_registered(self) -> bool:
+        """
+        Whether service discovery holds a registration for this server.
+        """
+        deregister = self._deregister
+        return bool(
+            getattr(deregister, "is_registered", deregister is not None)
+        )
+
+    async def close(self) -> None:
+        """
+        Deregister from service discovery, then stop serving.
+
+        Closing twice does nothing the second time.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        deregister, self._deregister = self._deregister, None
+        try:
+            if deregister is not None:
+                try:
+                    await deregister()
+                except Exception:
+                    log.exception("deregistering %r failed", self)
+        finally:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _url_host(addr: str) -> str:
+    addr = _WILDCARDS.get(addr, addr)
+    if ":" in addr:
+        return "[" + addr.replace("%", "%25") + "]"
+    return addr
+
+
+def _validate(
+    addr: object,
+    port: object,
+    ssl_ctx: object,
+    service_discovery: object,
+    registry: object,
+) -> None:
+    if not isinstance(addr, str):
+        raise TypeError(f"addr must be a string, not {type(addr).__name__}")
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise TypeError(f"port must be an integer, not {type(port).__name__}")
+    if not 0 <= port <= 65535:  # noqa: PLR2004 -- the TCP port range
+        raise ValueError(f"port must be in 0..65535, not {port}")
+    if ssl_ctx is not None:
+        if not isinstance(ssl_ctx, ssl.SSLContext):
+            raise TypeError(
+                "ssl_ctx must be an ssl.SSLContext, not "
+                f"{type(ssl_ctx).__name__}"
+            )
+        if ssl_ctx.protocol == ssl.PROTOCOL_TLS_CLIENT:
+            raise ValueError(
+                "ssl_ctx is a client context (PROTOCOL_TLS_CLIENT); a "
+                "server needs ssl.create_default_context("
+                "ssl.Purpose.CLIENT_AUTH) or PROTOCOL_TLS_SERVER"
+            )
+    if service_discovery is not None and not callable(
+        getattr(service_discovery, "register", None)
+    ):
+        raise TypeError(
+            "service_discovery must have an async register(server) method"
+        )
+    if not isinstance(registry, CollectorRegistry):
+        raise TypeError(
+            "registry must be a prometheus_client.CollectorRegistry, not "
+            f"{type(registry).__name__}"
+        )
+
+
+async def _listen_addresses(addr: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        addr or None,
+        port,
+        type=socket.SOCK_STREAM,
+        flags=socket.AI_PASSIVE,
+    )
+    ipv4 = [str(info[4][0]) for info in infos if info[0] == socket.AF_INET]
+    others = [str(info[4][0]) for info in infos if info[0] != socket.AF_INET]
+    return list(dict.fromkeys(ipv4 + others))
+
+
+async def _bind(
+    runner: web.AppRunner,
+    addr: str,
+    port: int,
+    ssl_ctx: ssl.SSLContext | None,
+) -> tuple[Socket, ...]:
+    hosts = await _listen_addresses(addr, port)
+    for attempt in range(1, _EPHEMERAL_BIND_ATTEMPTS + 1):
+        try:
+            return await _bind_all(runner, hosts, port, ssl_ctx)
+        except _PortTakenOnAnotherAddressError as taken:  # noqa: PERF203 -- a few tries at start-up
+            # The ephemeral port of the first address is used on another
+            # one: start over with a new port.
+            for site in taken.sites:
+                await site.stop()
+            if attempt == _EPHEMERAL_BIND_ATTEMPTS:
+                raise taken.error from None
+    raise AssertionError  # pragma: no cover -- the loop returns or raises
+
+
+class _PortTakenOnAnotherAddressError(Exception):
+    def __init__(self, error: OSError, sites: list[web.TCPSite]) -> None:
+        super().__init__(error)
+        self.error = error
+        self.sites = sites
+
+
+async def _bind_all(
+    runner: web.AppRunner,
+    hosts: list[str],
+    port: int,
+    ssl_ctx: ssl.SSLContext | None,
+) -> tuple[Socket, ...]:
+    # Every address of the name gets the same port, also when the first
+    # one was given an ephemeral port.
+    sockets: list[Socket] = []
+    sites: list[web.TCPSite] = []
+    for host in hosts:
+        site = web.TCPSite(
+            runner,
+            host,
+            sockets[0].port if sockets else port,
+            ssl_context=ssl_ctx,
+        )
+        try:
+            await site.start()
+        except OSError as error:
+            if sockets and error.errno in _UNAVAILABLE_ADDRESS_ERRORS:
+                log.debug("not listening on %s: %s", host, error)
+                continue
+            if sockets and port == 0 and error.errno == errno.EADDRINUSE:
+                raise _PortTakenOnAnotherAddressError(error, sites) from None
+            raise
+        sites.append(site)
+        bound = runner.addresses[-1]
+        sockets.append(Socket(str(bound[0]), int(bound[1])))
+    if not sockets:
+        raise OSError(errno.EADDRNOTAVAIL, "the address resolves to nothing")
+    return tuple(sockets)
+
+
+async def start_http_server(
+    *,
+    addr: str = "",
+    port: int = 0,
+    ssl_ctx: ssl.SSLContext | None = None,
+    service_discovery: ServiceDiscovery | None = None,
+    registry: CollectorRegistry = REGISTRY,
+    basic_auth_users: Mapping[str, str] | None = None,
+    bearer_token: str | None = None,
+) -> MetricsHTTPServer:
+    """
+    Serve *registry* over HTTP(S) from the running event loop.
+
+    The metrics are rendered off the event loop, so scrapes of even a large
+    registry do not stall the application.
+
+    Args:
+        addr: The interface to listen on; ``""`` listens on all of them,
+            IPv4 and IPv6. A name listens on all its addresses.
+        port: The port; ``0`` picks a free one (see
+            :attr:`MetricsHTTPServer.socket`).
+        ssl_ctx: Serve HTTPS with this server-side context.
+        service_discovery: Announce the server, e.g. a
+            :class:`prom_async.aio.sd.ConsulAgent`. A registration that
+            fails is logged and the server serves anyway.
+        registry: The registry to serve.
+        basic_auth_users: Require HTTP basic auth on ``/metrics``: user
+            names mapped to bcrypt password hashes (needs the ``auth``
+            extra).
+        bearer_token: Require ``Authorization: Bearer <bearer_token>`` on
+            ``/metrics``.
+
+    Returns:
+        The running server.
+
+    Raises:
+        TypeError: An option has the wrong type.
+        ValueError: An option has a wrong value.
+        OSError: The address cannot be listened on (e.g. port in use).
+
+    .. versionadded:: 0.1.0
+    """
+    _validate(addr, port, ssl_ctx, service_discovery, registry)
+    app = web.Application()
+    endpoint = metrics_endpoint(
+        registry=registry,
+        basic_auth_users=basic_auth_users,
+        bearer_token=bearer_token,
+    )
+    add_metrics_routes(app, METRICS_PATH, endpoint)
+    landing = landing_page(METRICS_PATH)
+
+    async def serve_landing_page(_: web.Request) -> web.Response:
+        return web.Response(
+            body=landing, content_type="text/html", charset="utf-8"
+        )
+
+    app.router.add_get("/", serve_landing_page)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT
+    )
+    await runner.setup()
+    try:
+        sockets = await _bind(runner, addr, port, ssl_ctx)
+    except BaseException:
+        await runner.cleanup()
+        raise
+    server = MetricsHTTPServer(
+        runner=runner,
+        sockets=sockets,
+        https=ssl_ctx is not None,
+        requires_auth=endpoint.requires_auth,
+    )
+    if service_discovery is not None:
+        try:
+            server._deregister = await service_discovery.register(server)  # noqa: SLF001
+        except Exception:
+            log.exception(
+                "registering %r with service discovery failed; "
+                "serving without registration",
+                server,
+            )
+    return server
+
+
+class ThreadedMetricsHTTPServer:
+    """
+    A metrics server running its own event loop in a daemon thread.
+
+    Made by :func:`start_http_server_in_thread`; it has the attributes of
+    :class:`MetricsHTTPServer`, a blocking :meth:`close`, and works as a
+    (synchronous) context manager.
+    """
+
+    def __init__(
+        self,
+        server: MetricsHTTPServer,
+        loop: asyncio.AbstractEventLoop,
+        thread: threading.Thread,
+    ) -> None:
+        self._server = server
+        self._loop = loop
+        self._thread = thread
+        self._close_lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<ThreadedMetricsHTTPServer {self.url}>"
+
+    @property
+    def socket(self) -> Socket:
+        """
+        The first address and port the server listens on.
+        """
+        return self._server.socket
+
+    @property
+    def sockets(self) -> tuple[Socket, ...]:
+        """
+        Every address and port the server listens on.
+        """
+        return self._server.sockets
+
+    @property
+    def https(self) -> bool:
+        """
+        Whether the server serves TLS.
+        """
+        return self._server.https
+
+    @property
+    def url(self) -> str:
+        """
+        The root URL; see :attr:`MetricsHTTPServer.url`.
+        """
+        return self._server.url
+
+    @property
+    def metrics_path(self) -> str:
+        """
+        Where the metrics are served, ``"/metrics"``.
+        """
+        return self._server.metrics_path
+
+    @property
+    def metrics_url(self) -> str:
+        """
+        The URL of the metrics.
+        """
+        return self._server.metrics_url
+
+    @property
+    def requires_auth(self) -> bool:
+        """
+        Whether ``/metrics`` asks for a credential.
+        """
+        return self._server.requires_auth
+
+    @property
+    def is_registered(self) -> bool:
+        """
+        Whether service discovery holds a registration for this server.
+        """
+        return self._server.is_registered
+
+    @property
+    def thread(self) -> threading.Thread:
+        """
+        The daemon thread that runs the server's event loop.
+        """
+        return self._thread
+
+    def close(self) -> None:
+        """
+        Deregister, stop the server, close its loop and join its thread.
+
+        Blocks until all of that is done; closing twice does nothing the
+        second time.
+
+        Raises:
+            RuntimeError: Called from the server's own thread.
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError(
+                "close() was called from the server's own thread"
+            )
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                asyncio.run_coroutine_threadsafe(
+                    self._server.close(), self._loop
+                ).result()
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def start_http_server_in_thread(
+    *,
+    addr: str = "",
+    port: int = 0,
+    ssl_ctx: ssl.SSLContext | None = None,
+    service_discovery: ServiceDiscovery | None = None,
+    registry: CollectorRegistry = REGISTRY,
+    basic_auth_users: Mapping[str, str] | None = None,
+    bearer_token: str | None = None,
+) -> ThreadedMetricsHTTPServer:
+    """
+    Start :func:`start_http_server` in a new event loop in a daemon thread.
+
+    For programs without an event loop of their own (Flask, scripts,
+    workers). The options are those of :func:`start_http_server`. Returns
+    once the server listens (and registration was attempted).
+
+    Returns:
+        The running server; call :meth:`~ThreadedMetricsHTTPServer.close`
+        to stop it.
+
+    Raises:
+        TypeError: An option has the wrong type.
+        ValueError: An option has a wrong value.
+        OSError: The address cannot be listened on (e.g. port in use).
+
+    .. versionadded:: 0.1.0
+    """
+    _validate(addr, port, ssl_ctx, service_discovery, registry)
+    started: concurrent.futures.Future[MetricsHTTPServer] = (
+        concurrent.futures.Future()
+    )
+    loop = asyncio.new_event_loop()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            try:
+                server = loop.run_until_complete(
+                    start_http_server(
+                        addr=addr,
+                        port=port,
+                        ssl_ctx=ssl_ctx,
+                        service_discovery=service_discovery,
+                        registry=registry,
+                        basic_auth_users=basic_auth_users,
+                        bearer_token=bearer_token,
+                    )
+                )
+            except BaseException as error:  # noqa: BLE001 -- handed over
+                started.set_exception(error)
+                return
+            started.set_result(server)
+            loop.run_forever()
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    thread = threading.Thread(target=run, name=_THREAD_NAME, daemon=True)
+    thread.start()
+    try:
+        server = started.result()
+    except BaseException:
+        thread.join()
+        raise
+    return ThreadedMetricsHTTPServer(server, loop, thread)

@@ -1,0 +1,246 @@
+"""Fixtures that start exporters and real scrapers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+
+
+PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = "/usr/bin/promtool"
+DEADLINE = 60.0
+POLL_INTERVAL = 0.05
+
+
+def poll(
+    condition: Callable[[], Any], *, timeout: float = DEADLINE, what: str
+) -> Any:
+    """
+    Call *condition* until it returns something true; fail at the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except (OSError, ValueError, KeyError) as error:
+            last_error = error
+        else:
+            if result:
+                return result
+        # A short pause between polls of another process, not a wait for
+        # a state: the deadline above bounds the loop.
+        time.sleep(POLL_INTERVAL)
+    pytest.fail(f"timed out waiting for {what} (last error: {last_error})")
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Prometheus:
+    """
+    A real Prometheus server on loopback, for one test.
+    """
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def api(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(
+            f"{self.url}api/v1/{path}?{query}", timeout=5
+        ) as response:
+            payload = json.load(response)
+        assert payload["status"] == "success", payload
+        return payload["data"]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def wait_until_ready(self) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"prometheus exited:\n{self.log()}")
+            with urllib.request.urlopen(
+                f"{self.url}-/ready", timeout=5
+            ) as response:
+                return bool(response.status == 200)
+
+        poll(ready, what="prometheus to be ready")
+
+    def wait_for_target_up(self, target: str) -> dict[str, Any]:
+        """
+        Poll the targets API until *target* has been scraped successfully.
+        """
+
+        def target_up() -> dict[str, Any] | None:
+            for active in self.api("targets")["activeTargets"]:
+                if (
+                    active["labels"]["instance"] == target
+                    and active["health"] == "up"
+                ):
+                    found: dict[str, Any] = active
+                    return found
+            return None
+
+        result: dict[str, Any] = poll(
+            target_up, what=f"target {target} up\n{self.log()}"
+        )
+        return result
+
+    def wait_for_value(self, promql: str, expected: str) -> list[Any]:
+        """
+        Poll the query API until *promql* answers *expected* as its value.
+        """
+
+        def stored() -> list[Any] | None:
+            result: list[Any] = self.api("query", query=promql)["result"]
+            if result and all(
+                series["value"][1] == expected for series in result
+            ):
+                return result
+            return None
+
+        found: list[Any] = poll(stored, what=f"{promql} == {expected}")
+        return found
+
+
+@pytest.fixture
+def prometheus(
+    tmp_path: Path,
+) -> Iterator[Callable[..., Prometheus]]:
+    """
+    Start real Prometheus servers that scrape the given targets every
+    second; every one started is stopped at teardown.
+
+    Fails (never skips) when Prometheus is not installed: CI installs it.
+    """
+    if shutil.which(PROMETHEUS) is None:
+        pytest.fail(f"{PROMETHEUS} is missing: apt-get install prometheus")
+    started: list[subprocess.Popen[bytes]] = []
+    logs = []
+
+    def start(targets: list[str], *, scrape_config: str = "") -> Prometheus:
+        directory = tmp_path / f"prometheus-{len(started)}"
+        directory.mkdir()
+        config = directory / "prometheus.yml"
+        config.write_text(
+            "global:\n"
+            "  scrape_interval: 1s\n"
+            "  scrape_timeout: 1s\n"
+            "scrape_configs:\n"
+            "  - job_name: prom_async\n"
+            f"{scrape_config}"
+            "    static_configs:\n"
+            f"      - targets: {json.dumps(targets)}\n"
+        )
+        port = free_loopback_port()
+        log_path = directory / "prometheus.log"
+        log_file = log_path.open("wb")
+        logs.append(log_file)
+        process = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        started.append(process)
+        server = Prometheus(f"http://127.0.0.1:{port}/", process, log_path)
+        server.wait_until_ready()
+        return server
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.terminate()
+        for process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log_file in logs:
+            log_file.close()
+
+
+def promtool_check_metrics(
+    exposition: bytes,
+) -> subprocess.CompletedProcess[str]:
+    """
+    Lint *exposition* with ``promtool check metrics``.
+    """
+    if shutil.which(PROMTOOL) is None:
+        pytest.fail(f"{PROMTOOL} is missing: apt-get install prometheus")
+    return subprocess.run(
+        [PROMTOOL, "check", "metrics"],
+        input=exposition.decode(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@dataclass
+class TLSContexts:
+    """
+    A server context and a client context that trusts it.
+    """
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    ca_path: Path
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSContexts:
+    """
+    A throwaway CA and a certificate for 127.0.0.1, ::1 and localhost.
+    """
+    ca = trustme.CA()
+    certificate = ca.issue_cert("127.0.0.1", "::1", "localhost")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(server)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client)
+    ca_path = tmp_path_factory.mktemp("tls") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    return TLSContexts(server, client, ca_path)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """
+    An HTTP client that neither follows redirects silently nor decompresses
+    behind the test's back unless asked.
+    """
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        yield session

@@ -1,0 +1,981 @@
+"""Tests for prom_async.aio.web: the aiohttp metrics exporter."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import logging
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import bcrypt
+import pytest
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families,
+)
+
+from fixtures_servers import TLSContexts
+from prom_async.aio import _web_server
+from prom_async.aio import web as aio_web
+from prom_async.aio.web import (
+    MetricsHTTPServer,
+    Socket,
+    ThreadedMetricsHTTPServer,
+    add_metrics_route,
+    metrics_handler,
+    server_stats,
+    start_http_server,
+    start_http_server_in_thread,
+)
+
+
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_FORMAT = (
+    "application/openmetrics-text; version=1.0.0; charset=utf-8"
+)
+PROMETHEUS_2_42_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,"
+    "application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+PLAIN = {"Accept-Encoding": "identity"}
+TOKEN = "s3cr3t-t0ken"
+PASSWORD = "correct horse battery"
+LOOPBACK = "127.0.0.1"
+
+
+@pytest.fixture
+def populated(registry: CollectorRegistry) -> CollectorRegistry:
+    """
+    The per-test registry with a counter, a gauge and a histogram.
+    """
+    Counter("jobs", "Jobs done.", ["queue"], registry=registry).labels(
+        "mail"
+    ).inc(3)
+    Gauge("temperature_celsius", "Temperature.", registry=registry).set(21.5)
+    Histogram("latency_seconds", "Latency.", registry=registry).observe(0.2)
+    return registry
+
+
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    """
+    A bcrypt hash of PASSWORD, cheap to check.
+    """
+    return bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {credentials}", **PLAIN}
+
+
+async def get(
+    http: aiohttp.ClientSession,
+    url: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> tuple[int, Any, bytes]:
+    async with http.request(
+        method,
+        url,
+        headers=PLAIN if headers is None else headers,
+        allow_redirects=False,
+        **kwargs,
+    ) as response:
+        return response.status, response.headers, await response.read()
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """
+    Serve *app* on loopback; yield its root URL.
+    """
+    server = TestServer(app, host=LOOPBACK)
+    await server.start_server()
+    try:
+        yield str(server.make_url("/"))
+    finally:
+        await server.close()
+
+
+class FakeDiscovery:
+    """
+    A service discovery that records what happens, as seen by the server.
+    """
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        *,
+        fail: bool = False,
+        handle: Callable[[], Awaitable[None]] | None = None,
+        deregister_fails: bool = False,
+    ) -> None:
+        self.http = http
+        self.fail = fail
+        self.handle = handle
+        self.deregister_fails = deregister_fails
+        self.events: list[tuple[str, int]] = []
+        self.registered: MetricsHTTPServer | None = None
+
+    async def register(
+        self, metrics_server: MetricsHTTPServer
+    ) -> Callable[[], Awaitable[None]] | None:
+        status, _, _ = await get(self.http, metrics_server.url)
+        self.events.append(("register", status))
+        self.registered = metrics_server
+        if self.fail:
+            raise RuntimeError("the agent is down")
+        if self.handle is not None:
+            return self.handle
+
+        async def deregister() -> None:
+            assert self.registered is not None
+            status, _, _ = await get(self.http, self.registered.url)
+            self.events.append(("deregister", status))
+            if self.deregister_fails:
+                raise RuntimeError("the agent went away")
+
+        return deregister
+
+
+class TestStartHTTPServer:
+    async def test_serves_the_registry(self, populated, http):
+        """GET /metrics answers the registry in the text format."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=populated
+        ) as server:
+            status, headers, body = await get(http, server.metrics_url)
+
+        assert 200 == status
+        assert TEXT_FORMAT == headers["Content-Type"]
+        assert 'jobs_total{queue="mail"} 3.0' in body.decode()
+        assert "temperature_celsius 21.5" in body.decode()
+
+    async def test_attributes(self, registry):
+        """socket, url and metrics_url describe where it listens."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry
+        ) as server:
+            port = server.socket.port
+
+            assert isinstance(server, MetricsHTTPServer)
+            assert Socket(LOOPBACK, port) == server.socket
+            assert 0 != port
+            assert f"http://{LOOPBACK}:{port}/" == server.url
+            assert "/metrics" == server.metrics_path
+            assert f"http://{LOOPBACK}:{port}/metrics" == server.metrics_url
+            assert (False, False, False) == (
+                server.https,
+                server.requires_auth,
+                server.is_registered,
+            )
+
+    async def test_given_port(self, registry, http):
+        """A given port is the one it listens on."""
+        with socket.socket() as probe:
+            probe.bind((LOOPBACK, 0))
+            port = probe.getsockname()[1]
+        async with await start_http_server(
+            addr=LOOPBACK, port=port, registry=registry
+        ) as server:
+            status, _, _ = await get(http, server.metrics_url)
+
+        assert (port, 200) == (server.socket.port, status)
+
+    async def test_ipv6_url_is_bracketed(self, registry, http):
+        """An IPv6 address appears bracketed in the URL, which works."""
+        async with await start_http_server(
+            addr="::1", registry=registry
+        ) as server:
+            status, _, _ = await get(http, server.metrics_url)
+
+        assert f"http://[::1]:{server.socket.port}/" == server.url
+        assert 200 == status
+
+    async def test_wildcard_address_gives_a_loopback_url(self, registry, http):
+        """Listening on all interfaces gives one port and a URL that works."""
+        async with await start_http_server(registry=registry) as server:
+            status, _, _ = await get(http, server.metrics_url)
+            ports = {bound.port for bound in server.sockets}
+
+        assert f"http://127.0.0.1:{server.socket.port}/" == server.url
+        assert 200 == status
+        assert {server.socket.port} == ports
+
+    async def test_metrics_with_and_without_slash(self, populated, http):
+        """/metrics and /metrics/ both answer 200, without a redirect."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=populated
+        ) as server:
+            bare = await get(http, server.metrics_url)
+            slash = await get(http, server.metrics_url + "/")
+
+        assert (200, 200) == (bare[0], slash[0])
+        assert bare[2] == slash[2]
+
+    async def test_landing_page(self, registry, http):
+        """/ answers a small HTML page that links to /metrics."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry
+        ) as server:
+            status, headers, body = await get(http, server.url)
+
+        assert 200 == status
+        assert headers["Content-Type"].startswith("text/html")
+        assert 'href="/metrics"' in body.decode()
+
+    async def test_unknown_path_is_404(self, registry, http):
+        """Paths other than /, /metrics and /metrics/ are not found."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry
+        ) as server:
+            status, _, _ = await get(http, server.url + "metricsz")
+
+        assert 404 == status
+
+    async def test_head(self, populated, http):
+        """HEAD answers the headers of GET without a body."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=populated
+        ) as server:
+            _, got_headers, got_body = await get(http, server.metrics_url)
+            status, headers, body = await get(
+                http, server.metrics_url, method="HEAD"
+            )
+
+        assert (200, b"") == (status, body)
+        assert got_headers["Content-Type"] == headers["Content-Type"]
+        assert str(len(got_body)) == headers["Content-Length"]
+
+    @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+    async def test_other_methods_are_405(self, registry, http, method):
+        """Methods other than GET and HEAD get 405 with Allow."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry
+        ) as server:
+            status, headers, _ = await get(
+                http, server.metrics_url, method=method
+            )
+
+        assert 405 == status
+        assert {"GET", "HEAD"} == set(headers["Allow"].split(","))
+
+    async def test_openmetrics(self, populated, http):
+        """Accept: OpenMetrics gets OpenMetrics, which parses strictly."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=populated
+        ) as server:
+            status, headers, body = await get(
+                http,
+                server.metrics_url,
+                headers={
+                    "Accept": "application/openmetrics-text",
+                    **PLAIN,
+                },
+            )
+
+        families = {
+            family.name: family
+            for family in text_string_to_metric_families(body.decode())
+        }
+        assert (200, OPENMETRICS_FORMAT) == (status, headers["Content-Type"])
+        assert 3.0 == families["jobs"].samples[0].value
+
+    async def test_prometheus_2_42_accept_header(self, populated, http):
+        """The exact Accept header of Prometheus 2.42 gets OpenMetrics."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=populated
+        ) as server:
+            _, headers, body = await get(
+                http,
+                server.metrics_url,
+                headers={"Accept": PROMETHEUS_2_42_ACCEPT, **PLAIN},
+            )
+
+        assert (
+            choose_encoder(PROMETHEUS_2_42_ACCEPT)[1]
+            == (headers["Content-Type"])
+        )
+        assert headers["Content-Type"].startswith(OPENMETRICS_FORMAT)
+        assert body.endswith(b"# EOF\n")
+
+    async def test_gzip(self, populated, http):
+        """A client that accepts gzip gets the same body, compressed."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=populated
+        ) as server:
+            _, plain_headers, plain = await get(http, server.metrics_url)
+            _, headers, compressed = await get(
+                http,
+                server.metrics_url,
+                headers={"Accept-Encoding": "gzip"},
+            )
+
+        assert "Content-Encoding" not in plain_headers
+        assert "gzip" == headers["Content-Encoding"]
+        assert "Accept-Encoding" in headers["Vary"]
+        assert _without_created(plain) == _without_created(
+            gzip.decompress(compressed)
+        )
+
+    async def test_name_filter(self, populated, http):
+        """name[] parameters restrict the answer to those series."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=populated
+        ) as server:
+            _, _, body = await get(
+                http,
+                server.metrics_url,
+                params=[
+                    ("name[]", "temperature_celsius"),
+                    ("name[]", "jobs_total"),
+                ],
+            )
+
+        samples = {
+            line.split("{")[0].split(" ")[0]
+            for line in body.decode().splitlines()
+            if not line.startswith("#")
+        }
+        assert {"temperature_celsius", "jobs_total"} == samples
+
+    async def test_global_registry_by_default(self, http):
+        """Without registry=, the global registry is served."""
+        async with await start_http_server(addr=LOOPBACK) as server:
+            _, _, body = await get(http, server.metrics_url)
+
+        assert b"python_info" in body
+
+    async def test_multiprocess_registry(self, registry, http, tmp_path):
+        """A registry with a multiprocess collector serves every process."""
+        for value in (2, 3):
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    (
+                        "from prometheus_client import Counter;"
+                        f"Counter('forks', 'Forks.').inc({value})"
+                    ),
+                ],
+                env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+                check=True,
+            )
+        MultiProcessCollector(registry, path=str(tmp_path))
+
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry
+        ) as server:
+            _, _, body = await get(http, server.metrics_url)
+
+        assert "forks_total 5.0" in body.decode()
+
+    async def test_collector_error_is_500(self, registry, http, caplog):
+        """A collector that raises gets 500 and a logged traceback."""
+
+        class Broken:
+            def collect(self) -> list[Any]:
+                raise RuntimeError("sensor unplugged")
+
+        registry.register(Broken())  # type: ignore[arg-type]
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry
+        ) as server:
+            status, _, _ = await get(http, server.metrics_url)
+
+        assert 500 == status
+        assert "sensor unplugged" in caplog.text
+
+    async def test_tls(self, populated, http, tls: TLSContexts):
+        """With ssl_ctx it serves HTTPS and says so."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=populated, ssl_ctx=tls.server
+        ) as server:
+            status, _, body = await get(
+                http, server.metrics_url, ssl=tls.client
+            )
+
+        assert server.https
+        assert server.url.startswith("https://127.0.0.1:")
+        assert 200 == status
+        assert b"temperature_celsius 21.5" in body
+
+    async def test_port_in_use(self, registry):
+        """A port that is taken raises OSError."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry
+        ) as server:
+            with pytest.raises(OSError, match="in use"):
+                await start_http_server(
+                    addr=LOOPBACK, port=server.socket.port, registry=registry
+                )
+
+    async def test_ephemeral_port_taken_elsewhere_is_retried(
+        self, registry, monkeypatch
+    ):
+        """When a later address cannot have the first one's ephemeral port,
+        binding starts over, and gives up after a few attempts."""
+        attempts = []
+        bind_all = _web_server._bind_all
+
+        async def counting(*args: Any) -> Any:
+            attempts.append(args[1])
+            return await bind_all(*args)
+
+        async def twice(addr: str, port: int) -> list[str]:
+            return [LOOPBACK, LOOPBACK]
+
+        monkeypatch.setattr(_web_server, "_listen_addresses", twice)
+        monkeypatch.setattr(_web_server, "_bind_all", counting)
+
+        with pytest.raises(OSError, match="in use"):
+            await start_http_server(registry=registry)
+
+        assert 5 == len(attempts)
+
+    @pytest.mark.parametrize(
+        ("options", "error"),
+        [
+            ({"addr": 127}, TypeError),
+            ({"port": "80"}, TypeError),
+            ({"port": True}, TypeError),
+            ({"port": 65536}, ValueError),
+            ({"port": -1}, ValueError),
+            ({"ssl_ctx": "cert.pem"}, TypeError),
+            ({"service_discovery": object()}, TypeError),
+            ({"registry": {}}, TypeError),
+            ({"bearer_token": ""}, ValueError),
+            ({"bearer_token": 42}, TypeError),
+            ({"basic_auth_users": {"admin": "plain"}}, ValueError),
+        ],
+    )
+    async def test_bad_options(self, options, error):
+        """Options of the wrong type or value are refused at once."""
+        with pytest.raises(error):
+            await start_http_server(addr=LOOPBACK, **options)
+
+    async def test_client_tls_context_is_refused(self):
+        """A client-side TLS context is refused with a clear message."""
+        client = ssl.create_default_context()
+
+        with pytest.raises(ValueError, match="client context"):
+            await start_http_server(addr=LOOPBACK, ssl_ctx=client)
+
+    async def test_close_stops_serving(self, registry, http):
+        """After close(), the port refuses connections; closing again is a
+        no-op."""
+        server = await start_http_server(addr=LOOPBACK, registry=registry)
+        await server.close()
+        await server.close()
+
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await get(http, server.metrics_url)
+
+    async def test_concurrent_scrapes(self, populated, http):
+        """Many scrapes at once all get the whole registry."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=populated
+        ) as server:
+            answers = await asyncio.gather(
+                *(get(http, server.metrics_url) for _ in range(32))
+            )
+
+        assert {200} == {status for status, _, _ in answers}
+        assert all(b"# HELP jobs_total" in body for _, _, body in answers)
+
+
+def _without_created(body: bytes) -> list[bytes]:
+    """
+    The lines of *body* minus _created samples, which carry timestamps.
+    """
+    return [line for line in body.splitlines() if b"_created" not in line]
+
+
+class TestServiceDiscovery:
+    async def test_registers_after_listening(self, registry, http):
+        """register() gets the server, which already answers."""
+        discovery = FakeDiscovery(http)
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry, service_discovery=discovery
+        ) as server:
+            assert server is discovery.registered
+            assert server.is_registered
+
+        assert [("register", 200), ("deregister", 200)] == discovery.events
+        assert not server.is_registered
+
+    async def test_register_failure_serves_anyway(
+        self, registry, http, caplog
+    ):
+        """A failing register() is logged; the server serves anyway."""
+        discovery = FakeDiscovery(http, fail=True)
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry, service_discovery=discovery
+        ) as server:
+            status, _, _ = await get(http, server.metrics_url)
+
+            assert not server.is_registered
+
+        assert 200 == status
+        assert "the agent is down" in caplog.text
+
+    async def test_no_handle_is_not_registered(self, registry, http):
+        """A register() that returns None leaves is_registered False."""
+
+        class Declining:
+            async def register(self, metrics_server: Any) -> None:
+                return None
+
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry, service_discovery=Declining()
+        ) as server:
+            assert not server.is_registered
+
+    async def test_handle_tells_is_registered(self, registry, http):
+        """A handle's own is_registered attribute is what is reported."""
+
+        class Retrying:
+            is_registered = False
+
+            async def __call__(self) -> None:
+                return None
+
+        handle = Retrying()
+        async with await start_http_server(
+            addr=LOOPBACK,
+            registry=registry,
+            service_discovery=FakeDiscovery(http, handle=handle),
+        ) as server:
+            before = server.is_registered
+            handle.is_registered = True
+
+            assert (False, True) == (before, server.is_registered)
+
+    async def test_deregister_failure_still_closes(
+        self, registry, http, caplog
+    ):
+        """A failing deregistration is logged and the server still stops."""
+        discovery = FakeDiscovery(http, deregister_fails=True)
+        server = await start_http_server(
+            addr=LOOPBACK, registry=registry, service_discovery=discovery
+        )
+        await server.close()
+
+        assert "the agent went away" in caplog.text
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await get(http, server.url)
+
+
+class TestAuthentication:
+    async def test_bearer_token(self, populated, http):
+        """Only the right bearer token gets the metrics."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=populated, bearer_token=TOKEN
+        ) as server:
+            missing = await get(http, server.metrics_url)
+            wrong = await get(
+                http,
+                server.metrics_url,
+                headers={"Authorization": "Bearer nope", **PLAIN},
+            )
+            right = await get(
+                http,
+                server.metrics_url,
+                headers={"Authorization": f"Bearer {TOKEN}", **PLAIN},
+            )
+
+        assert server.requires_auth
+        assert (401, 401, 200) == (missing[0], wrong[0], right[0])
+        assert 'Bearer realm="metrics"' == missing[1]["WWW-Authenticate"]
+        assert b"temperature_celsius" in right[2]
+        assert b"temperature_celsius" not in wrong[2]
+
+    async def test_basic_auth(self, populated, http, password_hash):
+        """Only a known user with the right password gets the metrics."""
+        async with await start_http_server(
+            addr=LOOPBACK,
+            registry=populated,
+            basic_auth_users={"prometheus": password_hash},
+        ) as server:
+            statuses = [
+                (await get(http, server.metrics_url, headers=headers))[0]
+                for headers in (
+                    PLAIN,
+                    basic("prometheus", "wrong"),
+                    basic("stranger", PASSWORD),
+                    {"Authorization": "Basic !!!not-base64", **PLAIN},
+                    {"Authorization": "Basic " + "bm9jb2xvbg==", **PLAIN},
+                    basic("prometheus", PASSWORD),
+                    basic("prometheus", PASSWORD),
+                )
+            ]
+            _, headers, _ = await get(http, server.metrics_url)
+
+        assert [401, 401, 401, 401, 401, 200, 200] == statuses
+        assert (
+            'Basic realm="metrics", charset="UTF-8"'
+            == headers["WWW-Authenticate"]
+        )
+
+    async def test_either_credential(self, populated, http, password_hash):
+        """With both configured, either credential works; 401 offers both."""
+        async with await start_http_server(
+            addr=LOOPBACK,
+            registry=populated,
+            basic_auth_users={"prometheus": password_hash},
+            bearer_token=TOKEN,
+        ) as server:
+            by_token = await get(
+                http,
+                server.metrics_url,
+                headers={"Authorization": f"Bearer {TOKEN}", **PLAIN},
+            )
+            by_password = await get(
+                http, server.metrics_url, headers=basic("prometheus", PASSWORD)
+            )
+            refused = await get(http, server.metrics_url)
+
+        assert (200, 200, 401) == (by_token[0], by_password[0], refused[0])
+        assert ["Basic", "Bearer"] == [
+            challenge.split(" ")[0]
+            for challenge in refused[1].getall("WWW-Authenticate")
+        ]
+
+    async def test_landing_page_needs_no_credential(self, registry, http):
+        """/ answers without a credential, so health checks work."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry, bearer_token=TOKEN
+        ) as server:
+            status, _, _ = await get(http, server.url)
+
+        assert 200 == status
+
+    async def test_credentials_are_never_logged(
+        self, registry, http, password_hash, caplog
+    ):
+        """Neither passwords nor tokens appear in any log record."""
+        caplog.set_level(logging.DEBUG)
+        async with await start_http_server(
+            addr=LOOPBACK,
+            registry=registry,
+            basic_auth_users={"prometheus": password_hash},
+            bearer_token=TOKEN,
+        ) as server:
+            for headers in (
+                basic("prometheus", PASSWORD),
+                basic("prometheus", "guess-" + PASSWORD),
+                {"Authorization": f"Bearer {TOKEN}"},
+                {"Authorization": f"Bearer x{TOKEN}"},
+            ):
+                await get(http, server.metrics_url, headers=headers)
+
+        assert PASSWORD not in caplog.text
+        assert TOKEN not in caplog.text
+        assert password_hash not in caplog.text
+
+    async def test_malformed_hash_refuses(self, registry, http, caplog):
+        """A hash bcrypt cannot read refuses access and logs the user only."""
+        malformed = "$2b$04$" + 53 * "!"
+        async with await start_http_server(
+            addr=LOOPBACK,
+            registry=registry,
+            basic_auth_users={"prometheus": malformed},
+        ) as server:
+            status, _, _ = await get(
+                http, server.metrics_url, headers=basic("prometheus", "x")
+            )
+
+        assert 401 == status
+        assert "'prometheus' is malformed" in caplog.text
+        assert malformed not in caplog.text
+
+    @pytest.mark.parametrize(
+        ("users", "error"),
+        [
+            (["prometheus"], TypeError),
+            ({}, ValueError),
+            ({"": "$2b$04$" + 53 * "a"}, ValueError),
+            ({"a:b": "$2b$04$" + 53 * "a"}, ValueError),
+            ({"prometheus": "hunter2"}, ValueError),
+            ({"prometheus": b"$2b$04$" + 53 * b"a"}, ValueError),
+        ],
+    )
+    def test_bad_basic_auth_users(self, users, error):
+        """Users must map non-empty names to bcrypt hashes."""
+        with pytest.raises(error):
+            metrics_handler(basic_auth_users=users)
+
+    def test_plain_password_is_not_echoed(self):
+        """The error for a plain password does not repeat it."""
+        with pytest.raises(ValueError, match="bcrypt") as raised:
+            metrics_handler(basic_auth_users={"prometheus": "hunter2"})
+
+        assert "hunter2" not in str(raised.value)
+
+    def test_missing_bcrypt(self, monkeypatch, password_hash):
+        """Without bcrypt, basic auth says which extra to install."""
+        monkeypatch.setitem(sys.modules, "bcrypt", None)
+
+        with pytest.raises(ImportError, match=r"prom-async\[auth\]"):
+            metrics_handler(basic_auth_users={"prometheus": password_hash})
+
+
+class TestStartHTTPServerInThread:
+    def test_serves_from_a_named_daemon_thread(self, populated):
+        """It serves a blocking client from its own daemon thread."""
+        with start_http_server_in_thread(
+            addr=LOOPBACK, registry=populated
+        ) as server:
+            with urllib.request.urlopen(server.metrics_url) as response:
+                body = response.read().decode()
+
+            assert isinstance(server, ThreadedMetricsHTTPServer)
+            assert server.thread.daemon
+            assert "prom_async-metrics-exporter" == server.thread.name
+            assert server.thread.is_alive()
+
+        assert "temperature_celsius 21.5" in body
+
+    def test_attributes(self, registry):
+        """It has the attributes of the in-loop server."""
+        with start_http_server_in_thread(
+            addr="::1", registry=registry, bearer_token=TOKEN
+        ) as server:
+            port = server.socket.port
+
+            assert Socket("::1", port) == server.socket
+            assert (Socket("::1", port),) == server.sockets
+            assert f"http://[::1]:{port}/" == server.url
+            assert f"http://[::1]:{port}/metrics" == server.metrics_url
+            assert "/metrics" == server.metrics_path
+            assert (False, True, False) == (
+                server.https,
+                server.requires_auth,
+                server.is_registered,
+            )
+
+    def test_close_ends_everything(self, registry):
+        """close() stops the server, closes the loop, joins the thread;
+        twice is fine."""
+        server = start_http_server_in_thread(addr=LOOPBACK, registry=registry)
+        server.close()
+        server.close()
+
+        assert not server.thread.is_alive()
+        assert server._loop.is_closed()
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(server.url, timeout=5)
+
+    def test_concurrent_close(self, registry):
+        """close() from several threads at once closes once."""
+        server = start_http_server_in_thread(addr=LOOPBACK, registry=registry)
+        closers = [threading.Thread(target=server.close) for _ in range(4)]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
+
+        assert not server.thread.is_alive()
+
+    def test_port_in_use_raises_in_caller(self, registry):
+        """A port that is taken raises OSError in the calling thread."""
+        with start_http_server_in_thread(
+            addr=LOOPBACK, registry=registry
+        ) as server:
+            threads_before = set(threading.enumerate())
+            with pytest.raises(OSError, match="in use"):
+                start_http_server_in_thread(
+                    addr=LOOPBACK, port=server.socket.port, registry=registry
+                )
+
+            assert threads_before == set(threading.enumerate())
+
+    def test_bad_tls_context_raises_in_caller(self, registry):
+        """A client TLS context raises ValueError in the calling thread."""
+        with pytest.raises(ValueError, match="client context"):
+            start_http_server_in_thread(
+                addr=LOOPBACK, ssl_ctx=ssl.create_default_context()
+            )
+
+    def test_tls(self, populated, tls: TLSContexts):
+        """With ssl_ctx it serves HTTPS."""
+        with (
+            start_http_server_in_thread(
+                addr=LOOPBACK, registry=populated, ssl_ctx=tls.server
+            ) as server,
+            urllib.request.urlopen(
+                server.metrics_url, context=tls.client
+            ) as response,
+        ):
+            body = response.read()
+
+        assert server.https
+        assert b"temperature_celsius 21.5" in body
+
+    def test_service_discovery(self, registry):
+        """It registers in its own loop and deregisters on close()."""
+        events: list[str] = []
+
+        class Recording:
+            async def register(
+                self, metrics_server: MetricsHTTPServer
+            ) -> Callable[[], Awaitable[None]]:
+                events.append(f"register {metrics_server.socket.port}")
+
+                async def deregister() -> None:
+                    events.append("deregister")
+
+                return deregister
+
+        with start_http_server_in_thread(
+            addr=LOOPBACK, registry=registry, service_discovery=Recording()
+        ) as server:
+            registered = server.is_registered
+
+        assert registered
+        assert [f"register {server.socket.port}", "deregister"] == events
+        assert not server.is_registered
+
+    def test_close_from_own_thread_is_refused(self, registry):
+        """close() from the server's own loop raises RuntimeError."""
+        with start_http_server_in_thread(
+            addr=LOOPBACK, registry=registry
+        ) as server:
+            attempt = asyncio.run_coroutine_threadsafe(
+                _close_in_loop(server), server._loop
+            )
+
+            with pytest.raises(RuntimeError, match="own thread"):
+                attempt.result(timeout=30)
+
+
+async def _close_in_loop(server: ThreadedMetricsHTTPServer) -> None:
+    server.close()
+
+
+class TestAddMetricsRoute:
+    async def test_mounts_any_registry(self, populated, http):
+        """The registry is served at the path, with and without slash."""
+        app = web.Application()
+        add_metrics_route(app, "/internal/metrics", registry=populated)
+
+        async with serving(app) as root:
+            bare = await get(http, root + "internal/metrics")
+            slash = await get(http, root + "internal/metrics/")
+            posted = await get(http, root + "internal/metrics", method="POST")
+
+        assert (200, 200, 405) == (bare[0], slash[0], posted[0])
+        assert b"temperature_celsius 21.5" in bare[2]
+
+    async def test_path_given_with_slash(self, populated, http):
+        """A path given with a trailing slash serves both forms too."""
+        app = web.Application()
+        add_metrics_route(app, "/metrics/", registry=populated)
+
+        async with serving(app) as root:
+            bare = await get(http, root + "metrics")
+            slash = await get(http, root + "metrics/")
+
+        assert (200, 200) == (bare[0], slash[0])
+
+    async def test_with_credentials(self, populated, http):
+        """Credentials configured on the route are required."""
+        app = web.Application()
+        add_metrics_route(app, registry=populated, bearer_token=TOKEN)
+
+        async with serving(app) as root:
+            refused = await get(http, root + "metrics")
+            allowed = await get(
+                http,
+                root + "metrics",
+                headers={"Authorization": f"Bearer {TOKEN}", **PLAIN},
+            )
+
+        assert (401, 200) == (refused[0], allowed[0])
+
+    @pytest.mark.parametrize("path", ["metrics", "/", "//", ""])
+    def test_bad_path(self, path):
+        """A path that is not below / is refused."""
+        with pytest.raises(ValueError, match="path"):
+            add_metrics_route(web.Application(), path)
+
+
+class TestMetricsHandler:
+    async def test_is_an_aiohttp_handler(self, populated, http):
+        """The handler serves its registry under any route."""
+        app = web.Application()
+        handler = metrics_handler(registry=populated)
+        app.router.add_get("/stats", handler)
+
+        async with serving(app) as root:
+            status, headers, body = await get(
+                http, root + "stats", headers={"Accept-Encoding": "gzip"}
+            )
+
+        assert (200, "gzip") == (status, headers["Content-Encoding"])
+        assert b"temperature_celsius 21.5" in gzip.decompress(body)
+
+    def test_bad_registry(self):
+        """A registry that is not a CollectorRegistry is refused."""
+        with pytest.raises(TypeError, match="CollectorRegistry"):
+            metrics_handler(registry=object())  # type: ignore[arg-type]
+
+
+class TestServerStats:
+    async def test_serves_the_global_registry(self, http):
+        """server_stats serves the global registry where it is mounted."""
+        gauge = Gauge(
+            "prom_async_test_server_stats", "Set by a test.", registry=None
+        )
+        gauge.set(7)
+        REGISTRY.register(gauge)
+        try:
+            app = web.Application()
+            app.router.add_get("/metrics", server_stats)
+            async with serving(app) as root:
+                status, _, body = await get(http, root + "metrics")
+        finally:
+            REGISTRY.unregister(gauge)
+
+        assert 200 == status
+        assert b"prom_async_test_server_stats 7.0" in body
+
+
+class TestExports:
+    def test_all_is_complete(self):
+        """__all__ lists exactly the public names of the module."""
+        public = {
+            name
+            for name, value in vars(aio_web).items()
+            if not name.startswith("_") and not isinstance(value, type(os))
+        }
+
+        assert public == set(aio_web.__all__)

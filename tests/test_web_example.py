@@ -1,0 +1,272 @@
+"""The example service, examples/cat_or_not.py, in process and as run."""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+import subprocess
+import sys
+import urllib.request
+import zlib
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+import pytest
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
+
+from fixtures_servers import free_loopback_port, poll
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "cat_or_not.py"
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("cat_or_not", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cat_or_not"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+cat_or_not = load_example()
+
+
+def png(width: int, height: int) -> bytes:
+    """
+    A valid grey PNG of the given size.
+    """
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return (
+            struct.pack(">I", len(data))
+            + body
+            + struct.pack(">I", zlib.crc32(body))
+        )
+
+    rows = b"".join(b"\0" + b"\x80" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def gif(width: int, height: int) -> bytes:
+    """
+    A one-colour GIF of the given size.
+    """
+    return (
+        b"GIF89a"
+        + struct.pack("<HH", width, height)
+        + b"\x80\x00\x00\xff\xff\xff\x00\x00\x00"
+        + b",\x00\x00\x00\x00"
+        + struct.pack("<HH", width, height)
+        + b"\x00\x02\x02D\x01\x00;"
+    )
+
+
+def jpeg_header(width: int, height: int) -> bytes:
+    """
+    The start of a JPEG, up to its start-of-frame segment.
+    """
+    app0 = (
+        b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\0\x01\x01\0\0\1\0\1\0\0"
+    )
+    sof = (
+        b"\xff\xc0"
+        + struct.pack(">HBHHB", 11, 8, height, width, 1)
+        + b"\x01\x11\x00"
+    )
+    return b"\xff\xd8" + app0 + sof
+
+
+@asynccontextmanager
+async def running(
+    registry: CollectorRegistry, **options: Any
+) -> AsyncIterator[tuple[str, str]]:
+    """
+    Run the example on loopback; yield the /analyze and metrics URLs.
+    """
+    app: web.Application = cat_or_not.build_app(
+        registry=registry, metrics_addr="127.0.0.1", metrics_port=0, **options
+    )
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield (
+            str(server.make_url("/analyze")),
+            app[cat_or_not.METRICS_SERVER].metrics_url,
+        )
+    finally:
+        await server.close()
+
+
+async def post(
+    http: aiohttp.ClientSession,
+    url: str,
+    *,
+    field: str = "picture",
+    content: bytes,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    form = aiohttp.FormData()
+    form.add_field(field, content, filename="upload")
+    async with http.post(url, data=form, headers=headers) as response:
+        return response.status, await response.text()
+
+
+class TestCatOrNot:
+    @pytest.mark.parametrize(
+        ("picture", "verdict"),
+        [
+            (png(4, 2), "meow!"),
+            (png(2, 4), "nope!"),
+            (gif(3, 1), "meow!"),
+            (gif(1, 1), "nope!"),
+            (jpeg_header(640, 480), "meow!"),
+            (jpeg_header(480, 640), "nope!"),
+        ],
+    )
+    async def test_verdicts(self, registry, http, picture, verdict):
+        """A landscape picture is a cat, anything else is not."""
+        async with running(registry) as (analyze, _):
+            answer = await post(http, analyze, content=picture)
+
+        assert (200, verdict + "\n") == answer
+        assert 1.0 == registry.get_sample_value(
+            "cat_or_not_verdicts_total", {"verdict": verdict}
+        )
+
+    async def test_bad_uploads(self, registry, http):
+        """Unusable uploads get a 4xx that says why, and are counted."""
+        async with running(registry, max_bytes=1024) as (analyze, _):
+            missing = await post(http, analyze, field="photo", content=b"x")
+            not_image = await post(http, analyze, content=b"hello, cat")
+            too_large = await post(http, analyze, content=png(4, 2) * 100)
+            async with http.post(analyze, data=b"raw") as response:
+                raw = response.status, await response.text()
+
+        assert 400 == missing[0]
+        assert "'picture' field is missing" in missing[1]
+        assert 415 == not_image[0]
+        assert "not a PNG, GIF or JPEG" in not_image[1]
+        assert 413 == too_large[0]
+        assert "larger than 1024 bytes" in too_large[1]
+        assert 400 == raw[0]
+        assert "multipart/form-data" in raw[1]
+        reasons = (
+            "missing_field",
+            "not_an_image",
+            "too_large",
+            "not_multipart",
+        )
+        assert dict.fromkeys(reasons, 1.0) == {
+            reason: registry.get_sample_value(
+                "cat_or_not_bad_uploads_total", {"reason": reason}
+            )
+            for reason in reasons
+        }
+
+    async def test_api_key(self, registry, http):
+        """With an API key, a missing or wrong key is refused and counted."""
+        async with running(registry, api_key="k3y") as (analyze, _):
+            missing = await post(http, analyze, content=png(2, 1))
+            wrong = await post(
+                http, analyze, content=png(2, 1), headers={"X-API-Key": "no"}
+            )
+            right = await post(
+                http, analyze, content=png(2, 1), headers={"X-API-Key": "k3y"}
+            )
+
+        assert (401, 401, 200) == (missing[0], wrong[0], right[0])
+        assert (1.0, 1.0) == (
+            registry.get_sample_value(
+                "cat_or_not_auth_errors_total", {"reason": "missing"}
+            ),
+            registry.get_sample_value(
+                "cat_or_not_auth_errors_total", {"reason": "wrong"}
+            ),
+        )
+
+    async def test_metrics_move(self, registry, http):
+        """The metrics port shows the request and analysis times move."""
+        async with running(registry) as (analyze, metrics_url):
+            await post(http, analyze, content=png(4, 2))
+            await post(http, analyze, content=b"not a picture")
+            async with http.get(
+                metrics_url, headers={"Accept-Encoding": "identity"}
+            ) as response:
+                exposition = await response.text()
+
+        assert "cat_or_not_request_duration_seconds_count 2.0" in exposition
+        assert "cat_or_not_analysis_duration_seconds_count 2.0" in exposition
+        assert "cat_or_not_requests_in_progress 0.0" in exposition
+        assert (
+            'cat_or_not_bad_uploads_total{reason="not_an_image"} 1.0'
+            in exposition
+        )
+
+
+def answers(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return bool(response.status == 200)
+
+
+class TestRunCommand:
+    def test_readme_command_serves(self, tmp_path):
+        """`python examples/cat_or_not.py --port --metrics-port` serves both
+        ports, and the curl lines of the README work."""
+        port, metrics_port = free_loopback_port(), free_loopback_port()
+        picture = tmp_path / "cat.png"
+        picture.write_bytes(png(4, 2))
+        with subprocess.Popen(
+            [
+                sys.executable,
+                str(EXAMPLE),
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(metrics_port),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        ) as process:
+            try:
+                metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+                poll(
+                    lambda: answers(metrics_url),
+                    what="the example's metrics port",
+                )
+                verdict = subprocess.run(
+                    [
+                        "curl",
+                        "-sS",
+                        "-F",
+                        f"picture=@{picture}",
+                        f"http://127.0.0.1:{port}/analyze",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=30,
+                ).stdout
+                with urllib.request.urlopen(metrics_url) as response:
+                    exposition = response.read().decode()
+            finally:
+                process.terminate()
+                output = process.communicate(timeout=30)[0].decode()
+
+        assert "meow!\n" == verdict, output
+        assert 'cat_or_not_verdicts_total{verdict="meow!"} 1.0' in exposition
