@@ -1,0 +1,918 @@
+"""
+Unit tests for prom_async.aio.sd against a small, scriptable Consul agent.
+
+The agent here answers only what ConsulAgent uses (register, deregister and
+the service list) and can be told to refuse, forget or vanish; the full
+Consul double and real scrapers are in test_consul_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import ssl
+import time
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import aiohttp
+import pytest
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from prom_async.aio.sd import (
+    ConsulAgent,
+    ConsulRegistration,
+    ConsulRegistrationError,
+)
+from prom_async.aio.web import start_http_server, start_http_server_in_thread
+
+
+SD_LOGGER = "prom_async.aio.sd"
+DEADLINE = 30.0
+FAST = {
+    "request_timeout": 2.0,
+    "retry_initial_delay": 0.01,
+    "retry_max_delay": 0.05,
+    "resync_interval": 0.02,
+}
+
+
+async def eventually(
+    condition: Callable[[], Any], *, what: str, timeout: float = DEADLINE
+) -> Any:
+    """
+    Await until *condition()* is true; fail at the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        await asyncio.sleep(0.005)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@dataclass
+class FakeConsulAgent:
+    """
+    A Consul agent's register, deregister and service list, on loopback.
+    """
+
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[tuple[str, str, dict[str, str]]] = field(
+        default_factory=list
+    )
+    acl_token: str | None = None
+    refusal: tuple[int, str] | None = None
+    hang: bool = False
+    ssl_ctx: ssl.SSLContext | None = None
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    @property
+    def address(self) -> str:
+        scheme = "https" if self.ssl_ctx else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def count(self, method: str, path_start: str) -> int:
+        return sum(
+            1
+            for m, path, _ in self.requests
+            if m == method and path.startswith(path_start)
+        )
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_put("/v1/agent/service/register", self._register)
+        app.router.add_put(
+            "/v1/agent/service/deregister/{service_id}", self._deregister
+        )
+        app.router.add_get("/v1/agent/services", self._services)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_ctx
+        )
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _gate(self, request: web.Request) -> web.Response | None:
+        self.requests.append(
+            (request.method, request.path, dict(request.headers))
+        )
+        if self.hang:
+            await asyncio.Event().wait()
+        token = request.headers.get("X-Consul-Token")
+        if self.acl_token is not None and token != self.acl_token:
+            return web.Response(status=403, text="ACL not found")
+        if self.refusal is not None:
+            return web.Response(status=self.refusal[0], text=self.refusal[1])
+        return None
+
+    async def _register(self, request: web.Request) -> web.Response:
+        refused = await self._gate(request)
+        if refused is not None:
+            return refused
+        body = {
+            key.lower(): value
+            for key, value in json.loads(await request.text()).items()
+        }
+        self.services[body.get("id") or body["name"]] = body
+        return web.Response()
+
+    async def _deregister(self, request: web.Request) -> web.Response:
+        refused = await self._gate(request)
+        if refused is not None:
+            return refused
+        if self.services.pop(request.match_info["service_id"], None) is None:
+            return web.Response(status=404, text="Unknown service ID")
+        return web.Response()
+
+    async def _services(self, request: web.Request) -> web.Response:
+        refused = await self._gate(request)
+        if refused is not None:
+            return refused
+        return web.json_response(
+            {
+                service_id: {"ID": service_id, "Service": body["name"]}
+                for service_id, body in self.services.items()
+            }
+        )
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[FakeConsulAgent]:
+    """
+    A running fake Consul agent.
+    """
+    fake = FakeConsulAgent()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def down_agent() -> AsyncIterator[FakeConsulAgent]:
+    """
+    A fake Consul agent that is not running yet, on a port it will use.
+    """
+    fake = FakeConsulAgent()
+    await fake.start()
+    await fake.stop()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_consul_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "CONSUL_HTTP_ADDR",
+        "CONSUL_HTTP_TOKEN",
+        "CONSUL_HTTP_TOKEN_FILE",
+        "CONSUL_HTTP_SSL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+class Bound(NamedTuple):
+    addr: str
+    port: int
+
+
+@dataclass
+class StubServer:
+    """
+    The attributes of a metrics server that ConsulAgent reads.
+    """
+
+    socket: Bound = field(default_factory=lambda: Bound("127.0.0.1", 9100))
+    https: bool = False
+    metrics_path: str = "/metrics"
+    requires_auth: bool = False
+
+
+class RunningServer:
+    """
+    An exporter of either kind, driven from the test's event loop.
+    """
+
+    def __init__(self, server: Any, *, threaded: bool) -> None:
+        self.server = server
+        self.threaded = threaded
+
+    @property
+    def is_registered(self) -> bool:
+        return bool(self.server.is_registered)
+
+    @property
+    def metrics_url(self) -> str:
+        return str(self.server.metrics_url)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.socket.port)
+
+    async def close(self) -> None:
+        if self.threaded:
+            await asyncio.to_thread(self.server.close)
+        else:
+            await self.server.close()
+
+
+Serve = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture(params=["in-loop", "in-thread"])
+async def serve(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Serve]:
+    """
+    Start exporters of one kind; stop them all at the end.
+    """
+    threaded = request.param == "in-thread"
+    started: list[RunningServer] = []
+
+    async def start(**options: Any) -> RunningServer:
+        options.setdefault("addr", "127.0.0.1")
+        if threaded:
+            server = await asyncio.to_thread(
+                lambda: start_http_server_in_thread(**options)
+            )
+        else:
+            server = await start_http_server(**options)
+        running = RunningServer(server, threaded=threaded)
+        started.append(running)
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            await running.close()
+
+
+def sd_records(
+    caplog: pytest.LogCaptureFixture, level: int
+) -> list[logging.LogRecord]:
+    return [
+        record
+        for record in caplog.records
+        if record.name == SD_LOGGER and record.levelno == level
+    ]
+
+
+class TestConsulAgent:
+    def test_positional_arguments_of_prometheus_async(self) -> None:
+        """name, service_id, tags, token, deregister keep their order."""
+        consul_agent = ConsulAgent("svc", "svc-1", ["a"], "tok", False)
+
+        assert ("svc", "svc-1", ("a",), False) == (
+            consul_agent.name,
+            consul_agent.service_id,
+            consul_agent.tags,
+            consul_agent.deregister,
+        )
+
+    def test_defaults(self) -> None:
+        """Without arguments or environment, the agent is 127.0.0.1:8500."""
+        consul_agent = ConsulAgent()
+
+        assert ("app-metrics", "http://127.0.0.1:8500") == (
+            consul_agent.name,
+            consul_agent.agent.url,
+        )
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            ("10.0.0.1:8501", "http://10.0.0.1:8501"),
+            ("https://consul.example:8501", "https://consul.example:8501"),
+            ("http://[::1]:8500", "http://[::1]:8500"),
+            ("consul.example", "http://consul.example:8500"),
+        ],
+    )
+    def test_address_from_environment(
+        self, monkeypatch: pytest.MonkeyPatch, value: str, expected: str
+    ) -> None:
+        """CONSUL_HTTP_ADDR takes host:port or scheme://host:port."""
+        monkeypatch.setenv("CONSUL_HTTP_ADDR", value)
+
+        assert expected == ConsulAgent().agent.url
+
+    def test_ssl_environment_sets_scheme(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """CONSUL_HTTP_SSL=true makes a scheme-less CONSUL_HTTP_ADDR https."""
+        monkeypatch.setenv("CONSUL_HTTP_ADDR", "10.0.0.1:8501")
+        monkeypatch.setenv("CONSUL_HTTP_SSL", "true")
+
+        assert "https://10.0.0.1:8501" == ConsulAgent().agent.url
+
+    def test_argument_wins_over_environment(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An explicit agent_address beats CONSUL_HTTP_ADDR."""
+        monkeypatch.setenv("CONSUL_HTTP_ADDR", "10.0.0.1:8501")
+
+        consul_agent = ConsulAgent(agent_address="127.0.0.1:18500")
+
+        assert "http://127.0.0.1:18500" == consul_agent.agent.url
+
+    def test_malformed_environment_address(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A malformed CONSUL_HTTP_ADDR is a ValueError naming it."""
+        monkeypatch.setenv("CONSUL_HTTP_ADDR", "ftp://x:1")
+
+        with pytest.raises(ValueError, match="CONSUL_HTTP_ADDR"):
+            ConsulAgent()
+
+    @pytest.mark.parametrize(
+        ("kwargs", "error"),
+        [
+            ({"name": ""}, ValueError),
+            ({"name": 3}, TypeError),
+            ({"service_id": ""}, ValueError),
+            ({"tags": "metrics"}, TypeError),
+            ({"tags": [1]}, TypeError),
+            ({"token": 42}, TypeError),
+            ({"deregister": "yes"}, TypeError),
+            ({"agent_address": "unix:///tmp/consul.sock"}, ValueError),
+            ({"agent_address": "127.0.0.1:notaport"}, ValueError),
+            ({"agent_tls": "yes"}, TypeError),
+            ({"address": "0.0.0.0"}, ValueError),
+            ({"address": "::"}, ValueError),
+            ({"meta": {"bad key": "v"}}, ValueError),
+            ({"meta": {"consul-x": "v"}}, ValueError),
+            ({"meta": {"k": 1}}, TypeError),
+            ({"meta": ["k"]}, TypeError),
+            ({"check_interval": 0}, ValueError),
+            ({"check_timeout": "5s"}, TypeError),
+            ({"deregister_critical_after": 30}, ValueError),
+            ({"check_url": "/metrics"}, ValueError),
+            ({"check_headers": {"X": [1]}}, TypeError),
+            ({"retry_initial_delay": 2, "retry_max_delay": 1}, ValueError),
+            ({"resync_interval": -1}, ValueError),
+        ],
+    )
+    def test_bad_arguments(
+        self, kwargs: dict[str, Any], error: type[Exception]
+    ) -> None:
+        """Bad arguments fail when the ConsulAgent is created."""
+        with pytest.raises(error):
+            ConsulAgent(**kwargs)
+
+    def test_token_not_in_repr(self) -> None:
+        """The token does not show in the repr."""
+        assert "s3cr3t" not in repr(ConsulAgent(token="s3cr3t"))
+
+    def test_service_definition(self) -> None:
+        """The service, its check and meta come from the server."""
+        consul_agent = ConsulAgent(
+            "svc", tags=["metrics"], meta={"team": "obs"}
+        )
+
+        definition = consul_agent.service_definition(StubServer())
+
+        assert {
+            "name": "svc",
+            "service_id": f"svc-{socket.gethostname()}-9100",
+            "address": "127.0.0.1",
+            "port": 9100,
+            "tags": ["metrics"],
+            "meta": {
+                "metrics_path": "/metrics",
+                "scheme": "http",
+                "team": "obs",
+            },
+            "check": {
+                "http": "http://127.0.0.1:9100/metrics",
+                "interval": "10s",
+                "timeout": "5s",
+                "DeregisterCriticalServiceAfter": "600s",
+            },
+        } == definition
+
+    @pytest.mark.parametrize("wildcard", ["0.0.0.0", "", "::"])
+    def test_wildcard_bound_server(self, wildcard: str) -> None:
+        """A wildcard is never registered; the check goes over loopback."""
+        definition = ConsulAgent().service_definition(
+            StubServer(socket=Bound(wildcard, 9100))
+        )
+
+        assert (None, "http://127.0.0.1:9100/metrics") == (
+            definition["address"],
+            definition["check"]["http"],
+        ) or (None, "http://[::1]:9100/metrics") == (
+            definition["address"],
+            definition["check"]["http"],
+        )
+
+    def test_explicit_address(self) -> None:
+        """address= is registered and checked instead of the bound one."""
+        definition = ConsulAgent(address="10.1.2.3").service_definition(
+            StubServer(socket=Bound("0.0.0.0", 9100))
+        )
+
+        assert ("10.1.2.3", "http://10.1.2.3:9100/metrics") == (
+            definition["address"],
+            definition["check"]["http"],
+        )
+
+    def test_authenticated_server_checks_landing_page(self) -> None:
+        """Without check_headers, a server with auth is checked at /."""
+        definition = ConsulAgent().service_definition(
+            StubServer(requires_auth=True)
+        )
+
+        assert "http://127.0.0.1:9100/" == definition["check"]["http"]
+
+    def test_check_headers_opt_in(self) -> None:
+        """With check_headers, the agent checks the metrics with them."""
+        definition = ConsulAgent(
+            check_headers={"Authorization": "Bearer t"}
+        ).service_definition(StubServer(requires_auth=True))
+
+        assert (
+            "http://127.0.0.1:9100/metrics",
+            {"Authorization": ["Bearer t"]},
+        ) == (definition["check"]["http"], definition["check"]["header"])
+
+    def test_https_check_options(self) -> None:
+        """An HTTPS server gets an https check, meta and TLS options."""
+        definition = ConsulAgent(
+            check_tls_skip_verify=True,
+            check_tls_server_name="metrics.example",
+            check_interval=2.5,
+            deregister_critical_after=None,
+        ).service_definition(StubServer(https=True))
+
+        assert {
+            "http": "https://127.0.0.1:9100/metrics",
+            "interval": "2500ms",
+            "timeout": "5s",
+            "TLSSkipVerify": True,
+            "TLSServerName": "metrics.example",
+        } == definition["check"]
+        assert "https" == definition["meta"]["scheme"]
+
+    async def test_registers_with_agent(
+        self, agent: FakeConsulAgent, serve: Serve
+    ) -> None:
+        """A started server is registered and deregistered on close."""
+        consul_agent = ConsulAgent(
+            "svc", tags=["metrics"], agent_address=agent.address, **FAST
+        )
+
+        server = await serve(service_discovery=consul_agent)
+        service_id = f"svc-{socket.gethostname()}-{server.port}"
+
+        assert server.is_registered
+        assert ["metrics"] == agent.services[service_id]["tags"]
+        assert "127.0.0.1" == agent.services[service_id]["address"]
+
+        await server.close()
+
+        assert {} == agent.services
+        assert not server.is_registered
+
+    async def test_keeps_registration_without_deregister(
+        self, agent: FakeConsulAgent, serve: Serve
+    ) -> None:
+        """deregister=False leaves the service registered on close."""
+        consul_agent = ConsulAgent(
+            "svc", deregister=False, agent_address=agent.address, **FAST
+        )
+
+        server = await serve(service_discovery=consul_agent)
+        await server.close()
+
+        assert 1 == len(agent.services)
+        assert 0 == agent.count("PUT", "/v1/agent/service/deregister")
+
+    async def test_agent_down_at_start(
+        self,
+        down_agent: FakeConsulAgent,
+        serve: Serve,
+        registry: CollectorRegistry,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """The server serves while the agent is down; registered once up."""
+        caplog.set_level(logging.DEBUG, logger=SD_LOGGER)
+        consul_agent = ConsulAgent(
+            "svc", agent_address=down_agent.address, **FAST
+        )
+
+        server = await serve(service_discovery=consul_agent, registry=registry)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(server.metrics_url) as response,
+        ):
+            status = response.status
+
+        assert 200 == status
+        assert not server.is_registered
+        await eventually(
+            lambda: len(sd_records(caplog, logging.DEBUG)) >= 3,
+            what="several failed attempts",
+        )
+
+        await down_agent.start()
+        await eventually(lambda: server.is_registered, what="registration")
+
+        assert 1 == len(down_agent.services)
+        assert 1 == len(sd_records(caplog, logging.WARNING))
+
+    async def test_agent_forgets_service(
+        self,
+        agent: FakeConsulAgent,
+        serve: Serve,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A service the agent lost is registered again."""
+        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+        server = await serve(service_discovery=consul_agent)
+        registered = dict(agent.services)
+
+        agent.services.clear()
+        await eventually(
+            lambda: agent.services and server.is_registered,
+            what="registration after forgetting",
+        )
+
+        assert registered.keys() == agent.services.keys()
+        assert 2 == agent.count("PUT", "/v1/agent/service/register")
+        assert server.is_registered
+        assert 1 == len(sd_records(caplog, logging.WARNING))
+
+    async def test_agent_restarts(
+        self, agent: FakeConsulAgent, serve: Serve
+    ) -> None:
+        """An agent that restarts without its state gets the service back."""
+        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+        server = await serve(service_discovery=consul_agent)
+
+        await agent.stop()
+        agent.services.clear()
+        await eventually(
+            lambda: not server.is_registered, what="the outage to be seen"
+        )
+        await agent.start()
+
+        await eventually(lambda: server.is_registered, what="re-registration")
+        assert 1 == len(agent.services)
+
+    async def test_wrong_token(
+        self,
+        agent: FakeConsulAgent,
+        serve: Serve,
+        registry: CollectorRegistry,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A 403 is a typed error, logged once; the server still serves."""
+        agent.acl_token = "right-token"
+        consul_agent = ConsulAgent(
+            "svc", token="wrong-token", agent_address=agent.address, **FAST
+        )
+
+        server = await serve(service_discovery=consul_agent, registry=registry)
+        await eventually(
+            lambda: agent.count("PUT", "/v1/agent/service/register") >= 3,
+            what="retries",
+        )
+        registration = consul_agent.registration
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(server.metrics_url) as response,
+        ):
+            status = response.status
+
+        assert registration is not None
+        assert isinstance(registration.error, ConsulRegistrationError)
+        assert (403, "ACL not found") == (
+            registration.error.status,
+            registration.error.message,
+        )
+        assert not server.is_registered
+        assert 200 == status
+        errors = sd_records(caplog, logging.ERROR)
+        assert 1 == len(errors)
+        assert "ACL not found" in errors[0].getMessage()
+        assert "wrong-token" not in caplog.text
+
+    async def test_bad_request(
+        self,
+        agent: FakeConsulAgent,
+        serve: Serve,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A 400 carries Consul's reason and is logged once."""
+        agent.refusal = (400, "Invalid check: Interval must be > 0")
+        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+
+        server = await serve(service_discovery=consul_agent)
+        await eventually(
+            lambda: agent.count("PUT", "/v1/agent/service/register") >= 3,
+            what="retries",
+        )
+        registration = consul_agent.registration
+
+        assert registration is not None
+        assert registration.error is not None
+        assert (400, "Invalid check: Interval must be > 0") == (
+            registration.error.status,
+            registration.error.message,
+        )
+        assert not server.is_registered
+        assert 1 == len(sd_records(caplog, logging.ERROR))
+
+    async def test_refusal_lifted(
+        self, agent: FakeConsulAgent, serve: Serve
+    ) -> None:
+        """Once the agent accepts (e.g. a fixed policy), it registers."""
+        agent.refusal = (403, "Permission denied")
+        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+        server = await serve(service_discovery=consul_agent)
+
+        agent.refusal = None
+        await eventually(lambda: server.is_registered, what="registration")
+
+        assert consul_agent.registration is not None
+        assert consul_agent.registration.error is None
+
+    async def test_close_with_agent_gone(
+        self, agent: FakeConsulAgent, serve: Serve
+    ) -> None:
+        """Closing works when the agent has vanished."""
+        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+        server = await serve(service_discovery=consul_agent)
+        registration = consul_agent.registration
+        await agent.stop()
+
+        await server.close()
+
+        assert registration is not None
+        assert not registration.is_registered
+        assert registration._task is not None
+        assert registration._task.done()
+        assert registration._client.http._session.closed
+
+    async def test_close_with_agent_hanging(
+        self, agent: FakeConsulAgent, serve: Serve
+    ) -> None:
+        """Closing gives up on an agent that never answers."""
+        consul_agent = ConsulAgent(
+            "svc",
+            agent_address=agent.address,
+            **{**FAST, "request_timeout": 0.2},
+        )
+        server = await serve(service_discovery=consul_agent)
+        agent.hang = True
+
+        await server.close()
+
+        assert 1 == agent.count("PUT", "/v1/agent/service/deregister")
+        assert not server.is_registered
+
+    async def test_two_instances_same_name(
+        self, agent: FakeConsulAgent, serve: Serve
+    ) -> None:
+        """Two servers with one name get two entries."""
+        first = await serve(
+            service_discovery=ConsulAgent(
+                "svc", agent_address=agent.address, **FAST
+            )
+        )
+        second = await serve(
+            service_discovery=ConsulAgent(
+                "svc", agent_address=agent.address, **FAST
+            )
+        )
+
+        assert first.is_registered
+        assert second.is_registered
+        assert {
+            f"svc-{socket.gethostname()}-{first.port}",
+            f"svc-{socket.gethostname()}-{second.port}",
+        } == set(agent.services)
+
+    async def test_wildcard_server(
+        self, agent: FakeConsulAgent, serve: Serve
+    ) -> None:
+        """A server on 0.0.0.0 registers no address."""
+        server = await serve(
+            addr="0.0.0.0",
+            service_discovery=ConsulAgent(
+                "svc", agent_address=agent.address, **FAST
+            ),
+        )
+
+        (registered,) = agent.services.values()
+        assert "address" not in registered
+        assert (
+            f"http://127.0.0.1:{server.port}/metrics"
+            == registered["checks"][0]["http"]
+        )
+
+    async def test_explicit_token_wins(
+        self,
+        agent: FakeConsulAgent,
+        serve: Serve,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """token= is sent even when CONSUL_HTTP_TOKEN is set."""
+        monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-env")
+        agent.acl_token = "from-argument"
+
+        server = await serve(
+            service_discovery=ConsulAgent(
+                "svc",
+                token="from-argument",
+                agent_address=agent.address,
+                **FAST,
+            )
+        )
+
+        assert server.is_registered
+
+    async def test_token_from_environment(
+        self,
+        agent: FakeConsulAgent,
+        serve: Serve,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Without token=, CONSUL_HTTP_TOKEN is sent."""
+        monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-env")
+        agent.acl_token = "from-env"
+
+        server = await serve(
+            service_discovery=ConsulAgent(
+                "svc", agent_address=agent.address, **FAST
+            )
+        )
+
+        assert server.is_registered
+
+    async def test_token_from_file(
+        self,
+        agent: FakeConsulAgent,
+        serve: Serve,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Any,
+    ) -> None:
+        """Without a token, CONSUL_HTTP_TOKEN_FILE is read off the loop."""
+        token_file = tmp_path / "token"
+        token_file.write_text("from-file\n")
+        monkeypatch.setenv("CONSUL_HTTP_TOKEN_FILE", str(token_file))
+        agent.acl_token = "from-file"
+
+        server = await serve(
+            service_discovery=ConsulAgent(
+                "svc", agent_address=agent.address, **FAST
+            )
+        )
+
+        assert server.is_registered
+
+    async def test_agent_over_tls(self, serve: Serve, tls: Any) -> None:
+        """An https agent is reached with the given SSL context."""
+        fake = FakeConsulAgent(ssl_ctx=tls.server)
+        await fake.start()
+        try:
+            server = await serve(
+                service_discovery=ConsulAgent(
+                    "svc",
+                    agent_address=fake.address,
+                    agent_tls=tls.client,
+                    **FAST,
+                )
+            )
+
+            assert server.is_registered
+            await server.close()
+        finally:
+            await fake.stop()
+
+    async def test_authenticated_exporter(
+        self, agent: FakeConsulAgent, serve: Serve
+    ) -> None:
+        """A server with a bearer token is checked at its landing page."""
+        server = await serve(
+            bearer_token="t0ken",
+            service_discovery=ConsulAgent(
+                "svc", agent_address=agent.address, **FAST
+            ),
+        )
+
+        (registered,) = agent.services.values()
+        assert (
+            f"http://127.0.0.1:{server.port}/"
+            == registered["checks"][0]["http"]
+        )
+
+
+class TestConsulRegistration:
+    async def test_is_a_deregisterer(self, agent: FakeConsulAgent) -> None:
+        """register() returns an awaitable callable that can run twice."""
+        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+
+        registration = await consul_agent.register(StubServer())
+
+        assert isinstance(registration, ConsulRegistration)
+        assert registration is consul_agent.registration
+        assert registration.is_registered
+        assert registration.service_id in agent.services
+
+        await registration()
+        await registration()
+
+        assert 1 == agent.count("PUT", "/v1/agent/service/deregister")
+
+    async def test_register_returns_while_agent_hangs(
+        self, agent: FakeConsulAgent
+    ) -> None:
+        """register() returns if the agent hangs; close deregisters."""
+        agent.hang = True
+        consul_agent = ConsulAgent(
+            "svc",
+            agent_address=agent.address,
+            **{**FAST, "request_timeout": 0.1},
+        )
+
+        registration = await consul_agent.register(StubServer())
+
+        assert not registration.is_registered
+        await registration()
+
+        assert 1 == agent.count("PUT", "/v1/agent/service/deregister")
+
+    async def test_no_deregistration_when_never_registered(
+        self, down_agent: FakeConsulAgent
+    ) -> None:
+        """Closing sends nothing for an agent that was never reached."""
+        consul_agent = ConsulAgent(
+            "svc",
+            agent_address=down_agent.address,
+            retry_initial_delay=60,
+            retry_max_delay=60,
+        )
+        registration = await consul_agent.register(StubServer())
+        await down_agent.start()
+        await registration()
+
+        assert [] == down_agent.requests
+
+
+class TestConsulRegistrationError:
+    def test_attributes(self) -> None:
+        """The status and Consul's message are kept and shown."""
+        error = ConsulRegistrationError(403, "ACL not found")
+
+        assert (
+            403,
+            "ACL not found",
+            "Consul answered 403: ACL not found",
+        ) == (
+            error.status,
+            error.message,
+            str(error),
+        )
+
+
+class TestServiceDiscoveryProtocol:
+    async def test_own_object(
+        self, serve: Serve, registry: CollectorRegistry
+    ) -> None:
+        """Any object with register() works as service discovery."""
+        calls: list[str] = []
+
+        class Announcer:
+            async def register(self, server: Any) -> Any:
+                calls.append("register")
+
+                async def deregister() -> None:
+                    calls.append("deregister")
+
+                return deregister
+
+        server = await serve(service_discovery=Announcer(), registry=registry)
+        assert server.is_registered
+
+        await server.close()
+
+        assert ["register", "deregister"] == calls
