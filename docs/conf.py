@@ -7,7 +7,7 @@ from importlib.metadata import version as _version
 
 project = "prom_async"
 author = "The prom_async developers"
-copyright = "2026, The prom_async developers"  # noqa: A001
+copyright = "2026, The prom_async developers"
 release = _version("prom-async")
 version = release
 
@@ -21,16 +21,21 @@ nitpicky = True
 # No network at build time, so no intersphinx: names from the standard
 # library and from our dependencies are not cross-referenced.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(asyncio|aiohttp|prometheus_client|ssl|consul|wrapt|yarl)(\..*)?"),
+    (
+        r"py:.*",
+        r"(asyncio|aiohttp|prometheus_client|ssl|consul|wrapt|yarl)(\..*)?",
+    ),
     (r"py:.*", r"(collections\.abc|typing|types|logging|concurrent)\..*"),
     (
         r"py:.*",
-        r"(BaseException|Exception|KeyboardInterrupt|SystemExit|GeneratorExit|"
-        r"TypeError|ValueError|RuntimeError|OSError|TimeoutError|"
-        r"ConnectionError|str|int|float|bool|bytes|None|object|type|tuple|"
-        r"list|dict|frozenset|Any|Callable|Awaitable|Coroutine|Mapping|"
-        r"Sequence|Iterable|Iterator|NamedTuple|Protocol|"
-        r"CollectorRegistry|SSLContext|Path|TypeAlias|Self)",
+        (
+            r"(BaseException|Exception|KeyboardInterrupt|SystemExit|GeneratorExit|"
+            r"TypeError|ValueError|RuntimeError|OSError|TimeoutError|"
+            r"ConnectionError|str|int|float|bool|bytes|None|object|type|tuple|"
+            r"list|dict|frozenset|Any|Callable|Awaitable|Coroutine|Mapping|"
+            r"Sequence|Iterable|Iterator|NamedTuple|Protocol|"
+            r"CollectorRegistry|SSLContext|Path|TypeAlias|Self)"
+        ),
     ),
     (r"py:.*", r"(prom_async\.types\.)?(P|R|T|_P|_R|_T|_Descriptor)"),
     (r"py:.*", r".*\.(P|R|T|_P|_R|_T|_Descriptor)"),

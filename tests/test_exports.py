@@ -3,7 +3,12 @@ from __future__ import annotations
 import importlib
 import inspect
 
+from importlib.metadata import version
+
 import pytest
+
+import prom_async
+import prom_async.aio
 
 
 PUBLIC_MODULES = [
@@ -42,15 +47,9 @@ class TestExports:
 
     def test_version_from_metadata(self):
         """__version__ is the installed distribution's version."""
-        from importlib.metadata import version
-
-        import prom_async
-
         assert version("prom-async") == prom_async.__version__
 
     def test_aio_submodules_on_attribute_access(self):
         """prom_async.aio.web and .sd are reachable as attributes."""
-        import prom_async.aio
-
         assert "start_http_server" in dir(prom_async.aio.web)
         assert "ConsulAgent" in dir(prom_async.aio.sd)

@@ -79,7 +79,9 @@ LabelsFromException: TypeAlias = Callable[[BaseException], LabelValues]
 Takes an exception and returns its :data:`LabelValues`.
 """
 
-ExceptionTypes: TypeAlias = type[BaseException] | tuple[type[BaseException], ...]
+ExceptionTypes: TypeAlias = (
+    type[BaseException] | tuple[type[BaseException], ...]
+)
 """
 An exception class or a tuple of them, as in an ``except`` clause.
 """
