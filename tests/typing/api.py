@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from prom_async.aio import (
     ExceptionCounter,
@@ -23,7 +23,19 @@ from prom_async.aio import (
     time,
     track_inprogress,
 )
-from prom_async.types import IncDecrementer, Incrementer, Observer
+from prom_async.aio.sd import ConsulAgent, ConsulRegistrationError
+from prom_async.aio.web import (
+    MetricsHTTPServer,
+    ThreadedMetricsHTTPServer,
+    start_http_server,
+    start_http_server_in_thread,
+)
+from prom_async.types import (
+    IncDecrementer,
+    Incrementer,
+    Observer,
+    ServiceDiscovery,
+)
 
 
 REQUEST_TIME = Histogram("request_seconds", "Request time.")
@@ -151,3 +163,23 @@ async def wrong_uses() -> None:
     # Something to observe must have observe().
     time(MyCounter())  # type: ignore[call-overload]
     print(text)
+
+
+async def serving() -> None:
+    agent: ServiceDiscovery = ConsulAgent("app-metrics", tags=["prod"])
+    server: MetricsHTTPServer = await start_http_server(
+        port=0, registry=CollectorRegistry(), service_discovery=agent
+    )
+    async with server:
+        registered: bool = server.is_registered
+        url: str = server.url
+    threaded: ThreadedMetricsHTTPServer = start_http_server_in_thread(
+        port=0, service_discovery=ConsulAgent()
+    )
+    with threaded:
+        port: int = threaded.socket.port
+    error: type[Exception] = ConsulRegistrationError
+    print(registered, url, port, error)
+    # The registry must be a registry, the agent a ServiceDiscovery.
+    await start_http_server(registry=REQUEST_TIME)  # type: ignore[arg-type]
+    await start_http_server(service_discovery="consul")  # type: ignore[arg-type]
