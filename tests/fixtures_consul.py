@@ -21,6 +21,7 @@ Fixtures around the Consul agent double.
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 from collections.abc import AsyncIterator, Awaitable
@@ -174,3 +175,16 @@ async def victoria_metrics_factory(
     yield start
     for server in reversed(started):
         await server.stop()
+
+
+def sd_log_records(
+    caplog: pytest.LogCaptureFixture, level: int
+) -> list[logging.LogRecord]:
+    """
+    What prom_async.aio.sd logged at *level*.
+    """
+    return [
+        record
+        for record in caplog.records
+        if record.name == "prom_async.aio.sd" and record.levelno == level
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -12,7 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 import aiohttp
 import pytest
 import trustme
+
+from prom_async.aio.web import start_http_server, start_http_server_in_thread
 
 
 PROMETHEUS = "/usr/bin/prometheus"
@@ -250,3 +253,77 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         yield session
+
+
+async def eventually(
+    condition: Callable[[], Any], *, what: str, timeout: float = DEADLINE
+) -> Any:
+    """
+    Await until *condition()* is true; fail at the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        await asyncio.sleep(0.005)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+class RunningServer:
+    """
+    An exporter of either kind, driven from the test's event loop.
+    """
+
+    def __init__(self, server: Any, *, threaded: bool) -> None:
+        self.server = server
+        self.threaded = threaded
+
+    @property
+    def is_registered(self) -> bool:
+        return bool(self.server.is_registered)
+
+    @property
+    def metrics_url(self) -> str:
+        return str(self.server.metrics_url)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.socket.port)
+
+    async def close(self) -> None:
+        if self.threaded:
+            await asyncio.to_thread(self.server.close)
+        else:
+            await self.server.close()
+
+
+Serve = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture(params=["in-loop", "in-thread"])
+async def serve(request: pytest.FixtureRequest) -> AsyncIterator[Serve]:
+    """
+    ``await serve(**options)`` starts an exporter of one kind (the test runs
+    once with each); all are closed at the end.
+    """
+    threaded = request.param == "in-thread"
+    started: list[RunningServer] = []
+
+    async def start(**options: Any) -> RunningServer:
+        options.setdefault("addr", "127.0.0.1")
+        if threaded:
+            server = await asyncio.to_thread(
+                lambda: start_http_server_in_thread(**options)
+            )
+        else:
+            server = await start_http_server(**options)
+        running = RunningServer(server, threaded=threaded)
+        started.append(running)
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            await running.close()

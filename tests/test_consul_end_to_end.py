@@ -14,7 +14,7 @@ import logging
 import re
 import socket
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,13 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from consul_double import ConsulDouble
-from fixtures_consul import ConsulDoubleFactory, VictoriaMetricsFactory
+from fixtures_consul import (
+    ConsulDoubleFactory,
+    VictoriaMetricsFactory,
+    sd_log_records,
+)
+from fixtures_servers import Serve, eventually
 from prom_async.aio.sd import ConsulAgent
-from prom_async.aio.web import start_http_server, start_http_server_in_thread
-from test_sd import RunningServer, eventually, sd_records
 
 
 DOCS_PAGE = Path(__file__).parent.parent / "docs" / "service-discovery.rst"
@@ -60,38 +63,6 @@ def documented_scrape_config(consul_address: str) -> str:
         "  scrape_timeout: 1s\n"
         + snippet.replace("127.0.0.1:8500", consul_address)
     )
-
-
-Serve = Callable[..., Any]
-
-
-@pytest.fixture(params=["in-loop", "in-thread"])
-async def serve(
-    request: pytest.FixtureRequest, consul_env_cleared: None
-) -> AsyncIterator[Serve]:
-    """
-    Start exporters of one kind; stop them all at the end.
-    """
-    threaded = request.param == "in-thread"
-    started: list[RunningServer] = []
-
-    async def start(**options: Any) -> RunningServer:
-        options.setdefault("addr", "127.0.0.1")
-        if threaded:
-            server = await asyncio.to_thread(
-                lambda: start_http_server_in_thread(**options)
-            )
-        else:
-            server = await start_http_server(**options)
-        running = RunningServer(server, threaded=threaded)
-        started.append(running)
-        return running
-
-    try:
-        yield start
-    finally:
-        for running in started:
-            await running.close()
 
 
 def consul_agent(double: ConsulDouble, **options: Any) -> ConsulAgent:
@@ -238,7 +209,7 @@ class TestFaults:
         await eventually(lambda: server.is_registered, what="registration")
 
         assert service_id(server.port) in consul_double.services
-        assert 1 == len(sd_records(caplog, logging.WARNING))
+        assert 1 == len(sd_log_records(caplog, logging.WARNING))
 
     async def test_restart_forgets_service(
         self, consul_double: ConsulDouble, serve: Serve
@@ -287,7 +258,7 @@ class TestFaults:
         )
         assert not server.is_registered
         assert 200 == await get_status(server.metrics_url)
-        assert 1 == len(sd_records(caplog, logging.ERROR))
+        assert 1 == len(sd_log_records(caplog, logging.ERROR))
         assert "a-wrong-one" not in caplog.text
 
     async def test_right_token(
@@ -334,7 +305,7 @@ class TestFaults:
         assert 400 == sd.registration.error.status
         assert sd.registration.error.message.startswith("Invalid check: ")
         assert not server.is_registered
-        assert 1 == len(sd_records(caplog, logging.ERROR))
+        assert 1 == len(sd_log_records(caplog, logging.ERROR))
 
     async def test_close_with_agent_gone(
         self, consul_double: ConsulDouble, serve: Serve

@@ -13,9 +13,8 @@ import json
 import logging
 import socket
 import ssl
-import time
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -25,37 +24,23 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from fixtures_consul import sd_log_records
+from fixtures_servers import Serve, eventually
 from prom_async.aio.sd import (
     ConsulAgent,
     ConsulRegistration,
     ConsulRegistrationError,
 )
-from prom_async.aio.web import start_http_server, start_http_server_in_thread
 
 
-SD_LOGGER = "prom_async.aio.sd"
-DEADLINE = 30.0
+pytestmark = pytest.mark.usefixtures("consul_env_cleared")
+
 FAST = {
     "request_timeout": 2.0,
     "retry_initial_delay": 0.01,
     "retry_max_delay": 0.05,
     "resync_interval": 0.02,
 }
-
-
-async def eventually(
-    condition: Callable[[], Any], *, what: str, timeout: float = DEADLINE
-) -> Any:
-    """
-    Await until *condition()* is true; fail at the deadline.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        await asyncio.sleep(0.005)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -178,17 +163,6 @@ async def down_agent() -> AsyncIterator[FakeConsulAgent]:
         await fake.stop()
 
 
-@pytest.fixture(autouse=True)
-def _no_consul_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "CONSUL_HTTP_ADDR",
-        "CONSUL_HTTP_TOKEN",
-        "CONSUL_HTTP_TOKEN_FILE",
-        "CONSUL_HTTP_SSL",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
 class Bound(NamedTuple):
     addr: str
     port: int
@@ -204,76 +178,6 @@ class StubServer:
     https: bool = False
     metrics_path: str = "/metrics"
     requires_auth: bool = False
-
-
-class RunningServer:
-    """
-    An exporter of either kind, driven from the test's event loop.
-    """
-
-    def __init__(self, server: Any, *, threaded: bool) -> None:
-        self.server = server
-        self.threaded = threaded
-
-    @property
-    def is_registered(self) -> bool:
-        return bool(self.server.is_registered)
-
-    @property
-    def metrics_url(self) -> str:
-        return str(self.server.metrics_url)
-
-    @property
-    def port(self) -> int:
-        return int(self.server.socket.port)
-
-    async def close(self) -> None:
-        if self.threaded:
-            await asyncio.to_thread(self.server.close)
-        else:
-            await self.server.close()
-
-
-Serve = Callable[..., Awaitable[RunningServer]]
-
-
-@pytest.fixture(params=["in-loop", "in-thread"])
-async def serve(
-    request: pytest.FixtureRequest,
-) -> AsyncIterator[Serve]:
-    """
-    Start exporters of one kind; stop them all at the end.
-    """
-    threaded = request.param == "in-thread"
-    started: list[RunningServer] = []
-
-    async def start(**options: Any) -> RunningServer:
-        options.setdefault("addr", "127.0.0.1")
-        if threaded:
-            server = await asyncio.to_thread(
-                lambda: start_http_server_in_thread(**options)
-            )
-        else:
-            server = await start_http_server(**options)
-        running = RunningServer(server, threaded=threaded)
-        started.append(running)
-        return running
-
-    try:
-        yield start
-    finally:
-        for running in started:
-            await running.close()
-
-
-def sd_records(
-    caplog: pytest.LogCaptureFixture, level: int
-) -> list[logging.LogRecord]:
-    return [
-        record
-        for record in caplog.records
-        if record.name == SD_LOGGER and record.levelno == level
-    ]
 
 
 class TestConsulAgent:
@@ -513,7 +417,7 @@ class TestConsulAgent:
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         """The server serves while the agent is down; registered once up."""
-        caplog.set_level(logging.DEBUG, logger=SD_LOGGER)
+        caplog.set_level(logging.DEBUG, logger="prom_async.aio.sd")
         consul_agent = ConsulAgent(
             "svc", agent_address=down_agent.address, **FAST
         )
@@ -528,7 +432,7 @@ class TestConsulAgent:
         assert 200 == status
         assert not server.is_registered
         await eventually(
-            lambda: len(sd_records(caplog, logging.DEBUG)) >= 3,
+            lambda: len(sd_log_records(caplog, logging.DEBUG)) >= 3,
             what="several failed attempts",
         )
 
@@ -536,7 +440,7 @@ class TestConsulAgent:
         await eventually(lambda: server.is_registered, what="registration")
 
         assert 1 == len(down_agent.services)
-        assert 1 == len(sd_records(caplog, logging.WARNING))
+        assert 1 == len(sd_log_records(caplog, logging.WARNING))
 
     async def test_agent_forgets_service(
         self,
@@ -558,7 +462,7 @@ class TestConsulAgent:
         assert registered.keys() == agent.services.keys()
         assert 2 == agent.count("PUT", "/v1/agent/service/register")
         assert server.is_registered
-        assert 1 == len(sd_records(caplog, logging.WARNING))
+        assert 1 == len(sd_log_records(caplog, logging.WARNING))
 
     async def test_agent_restarts(
         self, agent: FakeConsulAgent, serve: Serve
@@ -610,7 +514,7 @@ class TestConsulAgent:
         )
         assert not server.is_registered
         assert 200 == status
-        errors = sd_records(caplog, logging.ERROR)
+        errors = sd_log_records(caplog, logging.ERROR)
         assert 1 == len(errors)
         assert "ACL not found" in errors[0].getMessage()
         assert "wrong-token" not in caplog.text
@@ -639,7 +543,7 @@ class TestConsulAgent:
             registration.error.message,
         )
         assert not server.is_registered
-        assert 1 == len(sd_records(caplog, logging.ERROR))
+        assert 1 == len(sd_log_records(caplog, logging.ERROR))
 
     async def test_refusal_lifted(
         self, agent: FakeConsulAgent, serve: Serve
