@@ -26,6 +26,7 @@ from fixtures_servers import free_loopback_port, poll
 
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "cat_or_not.py"
+PICTURES = EXAMPLE.parent / "pictures"
 
 
 def load_example() -> ModuleType:
@@ -225,12 +226,10 @@ def answers(url: str) -> bool:
 
 
 class TestRunCommand:
-    def test_readme_command_serves(self, tmp_path):
+    def test_readme_command_serves(self):
         """`python examples/cat_or_not.py --port --metrics-port` serves both
         ports, and the curl lines of the README work."""
         port, metrics_port = free_loopback_port(), free_loopback_port()
-        picture = tmp_path / "cat.png"
-        picture.write_bytes(png(4, 2))
         with subprocess.Popen(
             [
                 sys.executable,
@@ -249,24 +248,28 @@ class TestRunCommand:
                     lambda: answers(metrics_url),
                     what="the example's metrics port",
                 )
-                verdict = subprocess.run(
-                    [
-                        "curl",
-                        "-sS",
-                        "-F",
-                        f"picture=@{picture}",
-                        f"http://127.0.0.1:{port}/analyze",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    timeout=30,
-                ).stdout
+                verdicts = [
+                    subprocess.run(
+                        [
+                            "curl",
+                            "-sS",
+                            "-F",
+                            f"picture=@{PICTURES / name}",
+                            f"http://127.0.0.1:{port}/analyze",
+                        ],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        timeout=30,
+                    ).stdout
+                    for name in ("lying-cat.png", "standing-dog.png")
+                ]
                 with urllib.request.urlopen(metrics_url) as response:
                     exposition = response.read().decode()
             finally:
                 process.terminate()
                 output = process.communicate(timeout=30)[0].decode()
 
-        assert "meow!\n" == verdict, output
+        assert ["meow!\n", "nope!\n"] == verdicts, output
         assert 'cat_or_not_verdicts_total{verdict="meow!"} 1.0' in exposition
+        assert 'cat_or_not_verdicts_total{verdict="nope!"} 1.0' in exposition
