@@ -14,12 +14,17 @@ By default the scrapes carry Prometheus 2.42's ``Accept`` and
 ``Accept-Encoding: gzip`` headers, like a real scraper; ``--accept text``
 drops the ``Accept`` header (the text format, which prometheus_client encodes
 faster than OpenMetrics) and ``--identity`` asks for uncompressed answers.
+
+``--baseline DIR`` adds a fourth exporter, ``baseline``: prom_async imported
+from the ``src`` directory *DIR* (e.g. a copy of an earlier version), so that
+a change is measured against what it replaces in the same interleaved run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 
 
 IMPLEMENTATIONS = ("prom_async", "prometheus_async", "prometheus_client")
+BASELINE = "baseline"
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,"
     "application/openmetrics-text;version=0.0.1;q=0.75,"
@@ -85,7 +91,7 @@ def serve(implementation: str, samples: int) -> None:
     Run one exporter until stdin closes; print its port first.
     """
     fill_global_registry(samples)
-    if implementation == "prom_async":
+    if implementation in {"prom_async", BASELINE}:
         asyncio.run(serve_prom_async())
     elif implementation == "prometheus_async":
         asyncio.run(serve_prometheus_async())
@@ -101,7 +107,14 @@ class Exporter:
     url: str
 
 
-def start_exporter(implementation: str, samples: int) -> Exporter:
+def start_exporter(
+    implementation: str, samples: int, baseline: str | None = None
+) -> Exporter:
+    environment = dict(os.environ)
+    if implementation == BASELINE and baseline:
+        environment["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [baseline, environment.get("PYTHONPATH")])
+        )
     process = subprocess.Popen(
         [
             sys.executable,
@@ -114,6 +127,7 @@ def start_exporter(implementation: str, samples: int) -> Exporter:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env=environment,
     )
     assert process.stdout is not None
     port = int(process.stdout.readline())
@@ -208,7 +222,7 @@ async def load(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("--serve", choices=IMPLEMENTATIONS)
+    parser.add_argument("--serve", choices=(*IMPLEMENTATIONS, BASELINE))
     parser.add_argument(
         "--samples", type=int, nargs="+", default=[1000, 10000]
     )
@@ -224,6 +238,11 @@ def main() -> None:
         help="Prometheus 2.42's Accept header (OpenMetrics where "
         "supported), or none (the text format)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also serve prom_async imported from this src directory",
+    )
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.samples[0])
@@ -237,9 +256,13 @@ def main() -> None:
         f"of {args.seconds:g} s (at most {args.max_requests} scrapes) per "
         f"exporter; headers: {headers}"
     )
+    implementations = IMPLEMENTATIONS + ((BASELINE,) if args.baseline else ())
     for samples in args.samples:
-        results = {name: Measurement() for name in IMPLEMENTATIONS}
-        exporters = [start_exporter(name, samples) for name in IMPLEMENTATIONS]
+        results = {name: Measurement() for name in implementations}
+        exporters = [
+            start_exporter(name, samples, args.baseline)
+            for name in implementations
+        ]
         try:
             for round_number in range(args.rounds):
                 shift = round_number % len(exporters)
@@ -276,7 +299,7 @@ def report(samples: int, results: dict[str, Measurement]) -> None:
             f"{measurement.failures:>6}"
         )
     ours = results["prom_async"].per_second
-    for name in IMPLEMENTATIONS[1:]:
+    for name in list(results)[1:]:
         theirs = results[name].per_second
         ratio = ours / theirs if theirs else float("inf")
         print(f"prom_async / {name}: {ratio:.2f}x")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from prometheus_client.exposition import choose_encoder
 
 from ._render_families import LazyRegistry, encode_by_family
+from ._render_lines import LineEncoder
 
 
 if TYPE_CHECKING:
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Exposition", "RegistryRenderer"]
 
-_GZIP_LEVEL = 6
+# Level 1 compresses a 10k-sample body in a seventh of level 6's time
+# (0.9 ms against 6.7), for a body about 1.5 times as large (47 KB against
+# 32 KB): worth it while renders are this fast; see the throughput benchmark.
+_GZIP_LEVEL = 1
 
 
 class Exposition(NamedTuple):
@@ -116,6 +120,7 @@ class RegistryRenderer:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
         self._flights: dict[_RenderKey, _Flight] = {}
+        self._lines = LineEncoder()
 
     async def render(
         self,
@@ -192,7 +197,7 @@ class RegistryRenderer:
     def _encode(self, key: _RenderKey, accept: str) -> Exposition:
         encoder, content_type = choose_encoder(accept)
         body = encode_by_family(
-            encoder, LazyRegistry(self._registry, key.names)
+            encoder, LazyRegistry(self._registry, key.names), self._lines
         )
         if key.compress:
             return Exposition(

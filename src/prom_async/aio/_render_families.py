@@ -15,7 +15,8 @@ GIL on its own instead of holding it for the whole switch interval.
 Reading ``prometheus_client``'s own metrics lazily uses private attributes
 (``CollectorRegistry._collector_to_names``, ``MetricWrapperBase._samples``);
 wherever they are missing or overridden, the public ``collect()`` is used,
-and the samples come out the same.
+and the samples come out the same.  Families of such metrics also carry the
+metric itself, for :class:`~._render_lines.LineEncoder` to encode directly.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from prometheus_client.samples import Sample
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
+
+    from ._render_lines import LineEncoder
 
 
 __all__ = ["LazyRegistry", "Pacer", "encode_by_family"]
@@ -55,7 +58,7 @@ class Pacer:
         "_pause",
         "_sleep",
         "_slice",
-        "_ticks",
+        "_until_check",
     )
 
     def __init__(
@@ -71,16 +74,17 @@ class Pacer:
         self._check_every = check_every
         self._clock = clock
         self._sleep = sleep
-        self._ticks = 0
+        self._until_check = check_every
         self._deadline = clock() + slice_seconds
 
-    def tick(self) -> None:
+    def tick(self, count: int = 1) -> None:
         """
-        Count one unit of work; pause if the slice is used up.
+        Count *count* units of work; pause if the slice is used up.
         """
-        self._ticks += 1
-        if self._ticks % self._check_every:
+        self._until_check -= count
+        if self._until_check > 0:
             return
+        self._until_check = self._check_every
         if self._clock() >= self._deadline:
             self._sleep(self._pause)
             self._deadline = self._clock() + self._slice
@@ -89,23 +93,27 @@ class Pacer:
 class _Family:
     """
     What an encoder reads of a metric family, with samples still to come.
+
+    *source* is the stock metric the family comes from, if it does.
     """
 
-    __slots__ = ("documentation", "name", "samples", "type", "unit")
+    __slots__ = ("documentation", "name", "samples", "source", "type", "unit")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 -- the fields, in the library's order
         self,
         name: str,
         documentation: str,
         type: str,  # noqa: A002 -- the attribute the encoders read
         unit: str,
         samples: Iterable[Sample],
+        source: MetricWrapperBase | None = None,
     ) -> None:
         self.name = name
         self.documentation = documentation
         self.type = type
         self.unit = unit
         self.samples = samples
+        self.source = source
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.type!r})"
@@ -137,7 +145,12 @@ class LazyRegistry:
         """
         Yield the registry's families, each with lazily produced samples.
         """
-        pacer = self._pacer or Pacer()
+        return self.families(self._pacer or Pacer())
+
+    def families(self, pacer: Pacer) -> Iterator[_Family]:
+        """
+        Yield the registry's families, paced by *pacer*.
+        """
         if self._names is None:
             families: Iterable[Any] = _walk(self._registry)
         else:
@@ -152,6 +165,7 @@ class LazyRegistry:
                 family.type,
                 family.unit,
                 _paced(family.samples, pacer),
+                getattr(family, "source", None),
             )
 
 
@@ -170,7 +184,10 @@ class _Families:
 
 
 def encode_by_family(
-    encoder: Callable[[Any], bytes], registry: LazyRegistry
+    encoder: Callable[[Any], bytes],
+    registry: LazyRegistry,
+    lines: LineEncoder | None = None,
+    pacer: Pacer | None = None,
 ) -> bytes:
     """
     Encode *registry* one family at a time, as *encoder* would at once.
@@ -181,10 +198,21 @@ def encode_by_family(
     the whole registry holding the GIL: the pieces are joined as bytes,
     which CPython does without the GIL.  Should a piece not end with what
     *encoder* produces for no families, the registry is encoded at once.
+
+    With *lines*, the families of stock metrics are encoded by it when it
+    reproduces *encoder*; the others by *encoder*.
     """
     trailer = encoder(_Families(()))
+    layout = None if lines is None else lines.layout(encoder)
+    pacer = pacer or Pacer()
     pieces: list[bytes] = []
-    for family in registry.collect():
+    for family in registry.families(pacer):
+        if layout is not None and family.source is not None:
+            assert lines is not None  # noqa: S101 -- layout says so
+            encoded = lines.encode(family, family.source, layout, pacer.tick)
+            if encoded is not None:
+                pieces.extend(encoded)
+                continue
         piece = encoder(_Families((family,)))
         if not piece.endswith(trailer):
             return encoder(registry)
@@ -266,13 +294,17 @@ def _lazy_family(collector: object) -> _Family | None:
         metric.documentation,
         metric.type,
         metric.unit,
-        _renamed(name, produce()),
+        _renamed(name, produce),
+        collector,
     )
 
 
-def _renamed(prefix: str, samples: Iterable[Sample]) -> Iterator[Sample]:
+def _renamed(
+    prefix: str, produce: Callable[[], Iterable[Sample]]
+) -> Iterator[Sample]:
     # The metric's own samples carry only the suffix, as collect() sees them.
-    for sample in samples:
+    # They are produced once read: a family encoded from its source is not.
+    for sample in produce():
         yield Sample(
             prefix + sample.name,
             sample.labels,
