@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib.util
+
 from collections.abc import Iterator
 
 import pytest
@@ -8,7 +10,16 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from prometheus_client import CollectorRegistry
 
 
-pytest_plugins = ["fixtures_consul", "fixtures_servers"]
+# The plugins need the optional dependencies; without them (tox's "minimal"
+# environment) the wrappers' tests run alone.
+pytest_plugins = [
+    plugin
+    for plugin, needs in (
+        ("fixtures_consul", "consul"),
+        ("fixtures_servers", "aiohttp"),
+    )
+    if importlib.util.find_spec(needs) is not None
+]
 
 
 @pytest.fixture(autouse=True)
