@@ -820,6 +820,19 @@ class TestDecoratedFunctions:
         assert 3 == await decorated(2)
         assert 1.0 == observed(registry)[0]
 
+    async def test_parameters_named_like_template_words(self, histogram):
+        """Parameters named TARGET or ending in ARGS are forwarded as is."""
+
+        @time(histogram)
+        async def call(TARGET, NUM_ARGS=2, *, MAX_ARGS):  # noqa: N803
+            return TARGET, NUM_ARGS, MAX_ARGS
+
+        assert (1, 2, 3) == await call(1, MAX_ARGS=3)
+        assert (1, 5, 3) == await call(TARGET=1, NUM_ARGS=5, MAX_ARGS=3)
+        assert inspect.signature(call.__wrapped__) == inspect.signature(
+            call, follow_wrapped=False
+        )
+
 
 class TestBadInput:
     def test_not_a_metric(self, counter, histogram):

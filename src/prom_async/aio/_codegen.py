@@ -191,14 +191,18 @@ def _build(
     name: str,
 ) -> types.FunctionType:
     indent = "    "
-    source = kind.template.format(
+
+    def substituted(code: str) -> str:
+        # Only in the template and the probe: a parameter may be named ARGS.
+        return code.replace("TARGET", f"{_PREFIX}target").replace(
+            "ARGS", signature.forward
+        )
+
+    source = substituted(kind.template).format(
         name=name,
         params=signature.params,
-        enter=_indented(probe.enter, indent),
-        leave=_indented(probe.leave, indent),
-    )
-    source = source.replace("TARGET", f"{_PREFIX}target").replace(
-        "ARGS", signature.forward
+        enter=_indented(substituted(probe.enter), indent),
+        leave=_indented(substituted(probe.leave), indent),
     )
     namespace: dict[str, object] = {
         **probe.names,

@@ -545,8 +545,10 @@ def count_exceptions(
             :class:`Exception`, leaves out :class:`asyncio.CancelledError`,
             :class:`KeyboardInterrupt`, :class:`SystemExit` and
             :class:`GeneratorExit`: a cancelled call is not an error. Pass
-            :class:`BaseException` to count those too. (prometheus-async
-            counts every :class:`BaseException` by default.)
+            :class:`BaseException` to count those too, but for closing a
+            decorated generator or async generator, which is never counted.
+            (prometheus-async counts every :class:`BaseException` by
+            default.)
         labels: Called with the arguments of each call of the decorated
             function (only when an exception is counted); returns label
             values as for :func:`time`.
