@@ -163,6 +163,16 @@ async def down_agent() -> AsyncIterator[FakeConsulAgent]:
         await fake.stop()
 
 
+def svc_agent(agent: FakeConsulAgent, **options: Any) -> ConsulAgent:
+    """
+    A ConsulAgent named ``svc`` for *agent*, with FAST timings unless
+    *options* say otherwise.
+    """
+    return ConsulAgent(
+        "svc", **{"agent_address": agent.address, **FAST, **options}
+    )
+
+
 class Bound(NamedTuple):
     addr: str
     port: int
@@ -281,6 +291,13 @@ class TestConsulAgent:
         with pytest.raises(error):
             ConsulAgent(**kwargs)
 
+    def test_too_much_meta(self) -> None:
+        """Meta that exceeds Consul's 64 pairs with ours fails at creation."""
+        meta = {f"key{number}": "v" for number in range(63)}
+
+        with pytest.raises(ValueError, match="64"):
+            ConsulAgent(meta=meta)
+
     def test_token_not_in_repr(self) -> None:
         """The token does not show in the repr."""
         assert "s3cr3t" not in repr(ConsulAgent(token="s3cr3t"))
@@ -379,9 +396,7 @@ class TestConsulAgent:
         self, agent: FakeConsulAgent, serve: Serve
     ) -> None:
         """A started server is registered and deregistered on close."""
-        consul_agent = ConsulAgent(
-            "svc", tags=["metrics"], agent_address=agent.address, **FAST
-        )
+        consul_agent = svc_agent(agent, tags=["metrics"])
 
         server = await serve(service_discovery=consul_agent)
         service_id = f"svc-{socket.gethostname()}-{server.port}"
@@ -399,9 +414,7 @@ class TestConsulAgent:
         self, agent: FakeConsulAgent, serve: Serve
     ) -> None:
         """deregister=False leaves the service registered on close."""
-        consul_agent = ConsulAgent(
-            "svc", deregister=False, agent_address=agent.address, **FAST
-        )
+        consul_agent = svc_agent(agent, deregister=False)
 
         server = await serve(service_discovery=consul_agent)
         await server.close()
@@ -418,9 +431,7 @@ class TestConsulAgent:
     ) -> None:
         """The server serves while the agent is down; registered once up."""
         caplog.set_level(logging.DEBUG, logger="prom_async.aio.sd")
-        consul_agent = ConsulAgent(
-            "svc", agent_address=down_agent.address, **FAST
-        )
+        consul_agent = svc_agent(down_agent)
 
         server = await serve(service_discovery=consul_agent, registry=registry)
         async with (
@@ -449,7 +460,7 @@ class TestConsulAgent:
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         """A service the agent lost is registered again."""
-        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+        consul_agent = svc_agent(agent)
         server = await serve(service_discovery=consul_agent)
         registered = dict(agent.services)
 
@@ -468,7 +479,7 @@ class TestConsulAgent:
         self, agent: FakeConsulAgent, serve: Serve
     ) -> None:
         """An agent that restarts without its state gets the service back."""
-        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+        consul_agent = svc_agent(agent)
         server = await serve(service_discovery=consul_agent)
 
         await agent.stop()
@@ -490,9 +501,7 @@ class TestConsulAgent:
     ) -> None:
         """A 403 is a typed error, logged once; the server still serves."""
         agent.acl_token = "right-token"
-        consul_agent = ConsulAgent(
-            "svc", token="wrong-token", agent_address=agent.address, **FAST
-        )
+        consul_agent = svc_agent(agent, token="wrong-token")
 
         server = await serve(service_discovery=consul_agent, registry=registry)
         await eventually(
@@ -527,7 +536,7 @@ class TestConsulAgent:
     ) -> None:
         """A 400 carries Consul's reason and is logged once."""
         agent.refusal = (400, "Invalid check: Interval must be > 0")
-        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+        consul_agent = svc_agent(agent)
 
         server = await serve(service_discovery=consul_agent)
         await eventually(
@@ -550,7 +559,7 @@ class TestConsulAgent:
     ) -> None:
         """Once the agent accepts (e.g. a fixed policy), it registers."""
         agent.refusal = (403, "Permission denied")
-        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+        consul_agent = svc_agent(agent)
         server = await serve(service_discovery=consul_agent)
 
         agent.refusal = None
@@ -563,7 +572,7 @@ class TestConsulAgent:
         self, agent: FakeConsulAgent, serve: Serve
     ) -> None:
         """Closing works when the agent has vanished."""
-        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+        consul_agent = svc_agent(agent)
         server = await serve(service_discovery=consul_agent)
         registration = consul_agent.registration
         await agent.stop()
@@ -580,11 +589,7 @@ class TestConsulAgent:
         self, agent: FakeConsulAgent, serve: Serve
     ) -> None:
         """Closing gives up on an agent that never answers."""
-        consul_agent = ConsulAgent(
-            "svc",
-            agent_address=agent.address,
-            **{**FAST, "request_timeout": 0.2},
-        )
+        consul_agent = svc_agent(agent, request_timeout=0.2)
         server = await serve(service_discovery=consul_agent)
         agent.hang = True
 
@@ -597,16 +602,8 @@ class TestConsulAgent:
         self, agent: FakeConsulAgent, serve: Serve
     ) -> None:
         """Two servers with one name get two entries."""
-        first = await serve(
-            service_discovery=ConsulAgent(
-                "svc", agent_address=agent.address, **FAST
-            )
-        )
-        second = await serve(
-            service_discovery=ConsulAgent(
-                "svc", agent_address=agent.address, **FAST
-            )
-        )
+        first = await serve(service_discovery=svc_agent(agent))
+        second = await serve(service_discovery=svc_agent(agent))
 
         assert first.is_registered
         assert second.is_registered
@@ -620,10 +617,7 @@ class TestConsulAgent:
     ) -> None:
         """A server on 0.0.0.0 registers no address."""
         server = await serve(
-            addr="0.0.0.0",
-            service_discovery=ConsulAgent(
-                "svc", agent_address=agent.address, **FAST
-            ),
+            addr="0.0.0.0", service_discovery=svc_agent(agent)
         )
 
         (registered,) = agent.services.values()
@@ -644,12 +638,7 @@ class TestConsulAgent:
         agent.acl_token = "from-argument"
 
         server = await serve(
-            service_discovery=ConsulAgent(
-                "svc",
-                token="from-argument",
-                agent_address=agent.address,
-                **FAST,
-            )
+            service_discovery=svc_agent(agent, token="from-argument")
         )
 
         assert server.is_registered
@@ -664,11 +653,7 @@ class TestConsulAgent:
         monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-env")
         agent.acl_token = "from-env"
 
-        server = await serve(
-            service_discovery=ConsulAgent(
-                "svc", agent_address=agent.address, **FAST
-            )
-        )
+        server = await serve(service_discovery=svc_agent(agent))
 
         assert server.is_registered
 
@@ -685,11 +670,7 @@ class TestConsulAgent:
         monkeypatch.setenv("CONSUL_HTTP_TOKEN_FILE", str(token_file))
         agent.acl_token = "from-file"
 
-        server = await serve(
-            service_discovery=ConsulAgent(
-                "svc", agent_address=agent.address, **FAST
-            )
-        )
+        server = await serve(service_discovery=svc_agent(agent))
 
         assert server.is_registered
 
@@ -699,12 +680,7 @@ class TestConsulAgent:
         await fake.start()
         try:
             server = await serve(
-                service_discovery=ConsulAgent(
-                    "svc",
-                    agent_address=fake.address,
-                    agent_tls=tls.client,
-                    **FAST,
-                )
+                service_discovery=svc_agent(fake, agent_tls=tls.client)
             )
 
             assert server.is_registered
@@ -717,10 +693,7 @@ class TestConsulAgent:
     ) -> None:
         """A server with a bearer token is checked at its landing page."""
         server = await serve(
-            bearer_token="t0ken",
-            service_discovery=ConsulAgent(
-                "svc", agent_address=agent.address, **FAST
-            ),
+            bearer_token="t0ken", service_discovery=svc_agent(agent)
         )
 
         (registered,) = agent.services.values()
@@ -733,7 +706,7 @@ class TestConsulAgent:
 class TestConsulRegistration:
     async def test_is_a_deregisterer(self, agent: FakeConsulAgent) -> None:
         """register() returns an awaitable callable that can run twice."""
-        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+        consul_agent = svc_agent(agent)
 
         registration = await consul_agent.register(StubServer())
 
@@ -752,11 +725,7 @@ class TestConsulRegistration:
     ) -> None:
         """register() returns if the agent hangs; close deregisters."""
         agent.hang = True
-        consul_agent = ConsulAgent(
-            "svc",
-            agent_address=agent.address,
-            **{**FAST, "request_timeout": 0.1},
-        )
+        consul_agent = svc_agent(agent, request_timeout=0.1)
 
         registration = await consul_agent.register(StubServer())
 
@@ -780,6 +749,28 @@ class TestConsulRegistration:
         await registration()
 
         assert [] == down_agent.requests
+
+    async def test_cancelled_register_leaves_no_work_behind(
+        self, agent: FakeConsulAgent
+    ) -> None:
+        """A register() cancelled while waiting stops and deregisters."""
+        agent.hang = True
+        consul_agent = ConsulAgent("svc", agent_address=agent.address, **FAST)
+        registering = asyncio.ensure_future(
+            consul_agent.register(StubServer())
+        )
+        await eventually(lambda: agent.requests, what="the first try")
+        agent.hang = False
+        registering.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await registering
+
+        assert [] == [
+            task.get_name()
+            for task in asyncio.all_tasks()
+            if task.get_name().startswith("consul-registration-")
+        ]
+        assert 1 == agent.count("PUT", "/v1/agent/service/deregister")
 
 
 class TestConsulRegistrationError:

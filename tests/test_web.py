@@ -20,7 +20,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-import bcrypt
 import pytest
 
 from aiohttp import web
@@ -38,7 +37,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families,
 )
 
-from fixtures_servers import TLSContexts
+from fixtures_servers import PASSWORD, PROMETHEUS_2_42_ACCEPT, TLSContexts
 from prom_async.aio import _web_server
 from prom_async.aio import web as aio_web
 from prom_async.aio.web import (
@@ -57,14 +56,8 @@ TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_FORMAT = (
     "application/openmetrics-text; version=1.0.0; charset=utf-8"
 )
-PROMETHEUS_2_42_ACCEPT = (
-    "application/openmetrics-text;version=1.0.0,"
-    "application/openmetrics-text;version=0.0.1;q=0.75,"
-    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
 PLAIN = {"Accept-Encoding": "identity"}
 TOKEN = "s3cr3t-t0ken"
-PASSWORD = "correct horse battery"
 LOOPBACK = "127.0.0.1"
 
 
@@ -79,14 +72,6 @@ def populated(registry: CollectorRegistry) -> CollectorRegistry:
     Gauge("temperature_celsius", "Temperature.", registry=registry).set(21.5)
     Histogram("latency_seconds", "Latency.", registry=registry).observe(0.2)
     return registry
-
-
-@pytest.fixture(scope="session")
-def password_hash() -> str:
-    """
-    A bcrypt hash of PASSWORD, cheap to check.
-    """
-    return bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -593,6 +578,34 @@ class TestServiceDiscovery:
         with pytest.raises(aiohttp.ClientConnectionError):
             await get(http, server.url)
 
+    async def test_cancelled_registration_stops_the_server(
+        self, registry, http
+    ):
+        """A start cancelled while registering leaves nothing listening."""
+        registering = asyncio.Event()
+        seen: list[MetricsHTTPServer] = []
+
+        class Hanging:
+            async def register(
+                self, metrics_server: MetricsHTTPServer
+            ) -> None:
+                seen.append(metrics_server)
+                registering.set()
+                await asyncio.Event().wait()
+
+        starting = asyncio.ensure_future(
+            start_http_server(
+                addr=LOOPBACK, registry=registry, service_discovery=Hanging()
+            )
+        )
+        await registering.wait()
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await get(http, seen[0].url)
+
 
 class TestAuthentication:
     async def test_bearer_token(self, populated, http):
@@ -746,6 +759,25 @@ class TestAuthentication:
 
         with pytest.raises(ImportError, match=r"prom-async\[auth\]"):
             metrics_handler(basic_auth_users={"prometheus": password_hash})
+
+    async def test_undecodable_credential_is_401(self, registry):
+        """An Authorization header that is not UTF-8 is refused, not a 500."""
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry, bearer_token=TOKEN
+        ) as server:
+            reader, writer = await asyncio.open_connection(
+                LOOPBACK, server.socket.port
+            )
+            writer.write(
+                b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n"
+                b"Authorization: Bearer \xff\xfe\r\n"
+                b"Connection: close\r\n\r\n"
+            )
+            response = await reader.read()
+            writer.close()
+            await writer.wait_closed()
+
+        assert b"HTTP/1.1 401 " == response[:13]
 
 
 class TestStartHTTPServerInThread:
@@ -926,6 +958,11 @@ class TestAddMetricsRoute:
         """A path that is not below / is refused."""
         with pytest.raises(ValueError, match="path"):
             add_metrics_route(web.Application(), path)
+
+    def test_path_not_a_string(self):
+        """A path that is not a string is a TypeError."""
+        with pytest.raises(TypeError, match="path"):
+            add_metrics_route(web.Application(), b"/metrics")  # type: ignore[arg-type]
 
 
 class TestMetricsHandler:

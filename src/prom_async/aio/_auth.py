@@ -151,7 +151,10 @@ class Authenticator:
         credentials = credentials.strip()
         if scheme == "bearer" and self._token_digest is not None:
             return hmac.compare_digest(
-                hashlib.sha256(credentials.encode()).digest(),
+                # aiohttp keeps undecodable header bytes as surrogates.
+                hashlib.sha256(
+                    credentials.encode("utf-8", "surrogateescape")
+                ).digest(),
                 self._token_digest,
             )
         if scheme == "basic" and self._users is not None:

@@ -133,6 +133,11 @@ def _meta(meta: object) -> dict[str, str]:
             raise ValueError(
                 f"meta value for {key!r} is longer than {_META_MAX_VALUE}"
             )
+    if len(result.keys() | {"metrics_path", "scheme"}) > _META_MAX_PAIRS:
+        raise ValueError(
+            f"Consul accepts at most {_META_MAX_PAIRS} meta pairs, "
+            "metrics_path and scheme included"
+        )
     return result
 
 
@@ -699,9 +704,13 @@ class ConsulAgent:
         )
         registration._start()  # noqa: SLF001 -- ConsulAgent owns the handle
         self._registration = registration
-        await registration._wait_for_first_attempt(  # noqa: SLF001 -- same
-            self._timing.request_timeout
-        )
+        try:
+            await registration._wait_for_first_attempt(  # noqa: SLF001 -- same
+                self._timing.request_timeout
+            )
+        except BaseException:
+            await registration()
+            raise
         return registration
 
 

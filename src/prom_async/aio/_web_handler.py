@@ -191,8 +191,8 @@ def add_metrics_route(
 
     Raises:
         ValueError: *path* is not an absolute path below ``/``.
-        TypeError: An option has the wrong type (see
-            :func:`metrics_handler`).
+        TypeError: *path* is not a string, or an option has the wrong type
+            (see :func:`metrics_handler`).
 
     .. versionadded:: 0.1.0
     """
@@ -215,7 +215,9 @@ def add_metrics_routes(
     *endpoint*.
     """
     given: object = path
-    if not isinstance(given, str) or not path.startswith("/"):
+    if not isinstance(given, str):
+        raise TypeError(f"path must be a string, not {type(given).__name__}")
+    if not path.startswith("/"):
         raise ValueError(f"path must start with '/', not {path!r}")
     bare = path.rstrip("/")
     if not bare:

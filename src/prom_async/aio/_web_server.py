@@ -353,6 +353,9 @@ async def start_http_server(
                 "serving without registration",
                 server,
             )
+        except BaseException:
+            await runner.cleanup()
+            raise
     return server
 
 
