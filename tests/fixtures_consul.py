@@ -7,6 +7,8 @@ Fixtures around the Consul agent double.
   starts a double with `ConsulDouble` options (``acl_token=``,
   ``check_time_scale=``, ``reap_interval=``, ...); all are stopped after the
   test.
+- ``fast_double``: a started double whose checks run 100 times faster than
+  registered (``check_time_scale=0.01``).
 - ``consul_env_cleared``: removes the ``CONSUL_HTTP_*`` variables that
   py-consul (and other Consul clients) would read instead of their
   arguments, so tests do not depend on the environment.
@@ -43,6 +45,7 @@ __all__ = [
     "consul_double",
     "consul_double_factory",
     "consul_env_cleared",
+    "fast_double",
     "py_consul_factory",
     "victoria_metrics_factory",
 ]
@@ -114,6 +117,16 @@ async def consul_double(
     A started Consul double with default options.
     """
     return await consul_double_factory()
+
+
+@pytest.fixture
+async def fast_double(
+    consul_double_factory: ConsulDoubleFactory,
+) -> ConsulDouble:
+    """
+    A double whose checks run 100 times faster than registered.
+    """
+    return await consul_double_factory(check_time_scale=0.01)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import bcrypt
 import pytest
 import trustme
 
@@ -29,6 +30,14 @@ PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
 DEADLINE = 60.0
 POLL_INTERVAL = 0.05
+#: The Accept header Prometheus 2.42 (Debian's) sends when it scrapes.
+PROMETHEUS_2_42_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,"
+    "application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+#: The basic-auth password of the tests; ``password_hash`` is its hash.
+PASSWORD = "correct horse battery"
 
 
 def poll(
@@ -243,6 +252,14 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSContexts:
     ca_path = tmp_path_factory.mktemp("tls") / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
     return TLSContexts(server, client, ca_path)
+
+
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    """
+    A bcrypt hash of PASSWORD, cheap to check.
+    """
+    return bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
 
 
 @pytest.fixture

@@ -87,16 +87,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-@pytest.fixture
-async def fast_double(
-    consul_double_factory: ConsulDoubleFactory,
-) -> ConsulDouble:
-    """
-    A double whose checks run 100 times faster than registered.
-    """
-    return await consul_double_factory(check_time_scale=0.01)
-
-
 Request = Callable[..., Awaitable[tuple[int, str, "dict[str, str]"]]]
 
 
@@ -621,21 +611,47 @@ class TestAgentEndpoints:
             body["Config"]["NodeName"],
         )
 
-    async def test_deregister_unknown_text(
-        self, consul_double: ConsulDouble, request_to: Any
-    ) -> None:
-        """Deregistering an unknown ID names the mistake, as Consul does."""
-        status, text, _ = await request_to(consul_double)(
-            "PUT", "/v1/agent/service/deregister/web"
-        )
-
-        assert (
-            404,
-            (
-                'Unknown service ID "web". Ensure that the service ID '
-                "is passed, not the service name."
+    @pytest.mark.parametrize(
+        ("method", "path", "answer"),
+        [
+            pytest.param(
+                "PUT",
+                "/v1/agent/service/deregister/web",
+                (
+                    404,
+                    (
+                        'Unknown service ID "web". Ensure that the service ID '
+                        "is passed, not the service name."
+                    ),
+                ),
+                id="deregister-unknown-id-names-the-mistake",
             ),
-        ) == (status, text)
+            pytest.param(
+                "GET",
+                "/v1/agent/service/register",
+                (405, "method GET not allowed"),
+                id="wrong-method",
+            ),
+            pytest.param(
+                "GET",
+                "/v1/nothing",
+                (404, "404 page not found"),
+                id="unknown-path",
+            ),
+        ],
+    )
+    async def test_refusals(
+        self,
+        consul_double: ConsulDouble,
+        request_to: Any,
+        method: str,
+        path: str,
+        answer: tuple[int, str],
+    ) -> None:
+        """Refused requests get Consul's status and text."""
+        status, text, _ = await request_to(consul_double)(method, path)
+
+        assert answer == (status, text)
 
     async def test_ttl_on_http_check(
         self,
@@ -690,24 +706,6 @@ class TestAgentEndpoints:
             check["Status"],
             check["Output"],
         )
-
-    async def test_method_not_allowed(
-        self, consul_double: ConsulDouble, request_to: Any
-    ) -> None:
-        """The wrong method gets 405 with Consul's text."""
-        status, text, _ = await request_to(consul_double)(
-            "GET", "/v1/agent/service/register"
-        )
-
-        assert (405, "method GET not allowed") == (status, text)
-
-    async def test_unknown_path(
-        self, consul_double: ConsulDouble, request_to: Any
-    ) -> None:
-        """Unknown paths get 404."""
-        status, _, _ = await request_to(consul_double)("GET", "/v1/nothing")
-
-        assert 404 == status
 
 
 class TestCatalogAndHealth:
@@ -802,15 +800,30 @@ class TestCatalogAndHealth:
         ]
         assert [] == json.loads(other)
 
-    async def test_unknown_datacenter(
-        self, consul_double: ConsulDouble, request_to: Any
+    @pytest.mark.parametrize(
+        ("query", "answer"),
+        [
+            pytest.param(
+                "dc=mars",
+                (500, "No path to datacenter"),
+                id="unknown-datacenter",
+            ),
+            pytest.param("index=x", (400, "Invalid index"), id="bad-index"),
+        ],
+    )
+    async def test_refused_queries(
+        self,
+        consul_double: ConsulDouble,
+        request_to: Any,
+        query: str,
+        answer: tuple[int, str],
     ) -> None:
-        """An unknown dc is a 500 No path to datacenter."""
+        """An unknown dc or a non-numeric index gets Consul's error."""
         status, text, _ = await request_to(consul_double)(
-            "GET", "/v1/catalog/services?dc=mars"
+            "GET", f"/v1/catalog/services?{query}"
         )
 
-        assert (500, "No path to datacenter") == (status, text)
+        assert answer == (status, text)
 
     async def test_check_flip_moves_health_not_catalog(
         self, consul_double: ConsulDouble, request_to: Any
@@ -850,16 +863,6 @@ class TestCatalogAndHealth:
 
         assert 200 == status
         assert int(headers["X-Consul-Index"]) < future
-
-    async def test_bad_index(
-        self, consul_double: ConsulDouble, request_to: Any
-    ) -> None:
-        """A non-numeric index is a 400."""
-        status, text, _ = await request_to(consul_double)(
-            "GET", "/v1/catalog/services?index=x"
-        )
-
-        assert (400, "Invalid index") == (status, text)
 
 
 class TestAcl:
@@ -974,9 +977,7 @@ class TestAcl:
 
 
 class TestHttpChecks:
-    async def _register(
-        self, double: ConsulDouble, send: Any, check: dict[str, Any]
-    ) -> None:
+    async def _register(self, send: Any, check: dict[str, Any]) -> None:
         status, text, _ = await send(
             "PUT", "/v1/agent/service/register", json=_web_service(Check=check)
         )
@@ -994,9 +995,9 @@ class TestHttpChecks:
         health_target: HealthTarget,
     ) -> None:
         """A running HTTP check follows its endpoint: 2xx, 429, then 500."""
-        send = request_to(fast_double)
         await self._register(
-            fast_double, send, {"HTTP": health_target.url, "Interval": "10s"}
+            request_to(fast_double),
+            {"HTTP": health_target.url, "Interval": "10s"},
         )
 
         await self._status_becomes(fast_double, "passing")
@@ -1017,10 +1018,8 @@ class TestHttpChecks:
         health_target: HealthTarget,
     ) -> None:
         """Checks send their Method and Header, and Consul's User-Agent."""
-        send = request_to(fast_double)
         await self._register(
-            fast_double,
-            send,
+            request_to(fast_double),
             {
                 "HTTP": health_target.url,
                 "Interval": "10s",
@@ -1040,10 +1039,8 @@ class TestHttpChecks:
         self, fast_double: ConsulDouble, request_to: Any
     ) -> None:
         """An unreachable endpoint keeps the check critical with Go's text."""
-        send = request_to(fast_double)
         await self._register(
-            fast_double,
-            send,
+            request_to(fast_double),
             {"HTTP": "http://127.0.0.1:1/health", "Interval": "10s"},
         )
 
@@ -1065,10 +1062,8 @@ class TestHttpChecks:
         health_target: HealthTarget,
     ) -> None:
         """An endpoint slower than Timeout turns the check critical."""
-        send = request_to(fast_double)
         await self._register(
-            fast_double,
-            send,
+            request_to(fast_double),
             {
                 "HTTP": health_target.url,
                 "Interval": "10s",

@@ -29,7 +29,7 @@ from fixtures_consul import (
     VictoriaMetricsFactory,
     sd_log_records,
 )
-from fixtures_servers import Serve, eventually
+from fixtures_servers import RunningServer, Serve, eventually
 from prom_async.aio.sd import ConsulAgent
 
 
@@ -89,38 +89,37 @@ async def get_status(url: str) -> int:
 class TestDiscoveredAndScraped:
     async def test_victoria_metrics_scrapes_registered_servers(
         self,
-        consul_double_factory: ConsulDoubleFactory,
+        fast_double: ConsulDouble,
         victoria_metrics_factory: VictoriaMetricsFactory,
         serve: Serve,
     ) -> None:
         """Two instances, one on 0.0.0.0, are found, labelled and stored."""
-        double = await consul_double_factory(check_time_scale=0.01)
         registries = [CollectorRegistry(), CollectorRegistry()]
         for value, registry in zip((7, 11), registries, strict=True):
             Counter("e2e_jobs", "Jobs done.", registry=registry).inc(value)
         loopback = await serve(
-            registry=registries[0], service_discovery=consul_agent(double)
+            registry=registries[0], service_discovery=consul_agent(fast_double)
         )
         wildcard = await serve(
             addr="0.0.0.0",
             registry=registries[1],
-            service_discovery=consul_agent(double),
+            service_discovery=consul_agent(fast_double),
         )
         ids = {service_id(loopback.port), service_id(wildcard.port)}
 
-        assert ids == set(double.services) - {"consul"}
-        assert "" == double.services[service_id(wildcard.port)]["Address"]
+        assert ids == set(fast_double.services) - {"consul"}
+        assert "" == fast_double.services[service_id(wildcard.port)]["Address"]
 
         await eventually(
             lambda: all(
-                double.checks[f"service:{each}"]["Status"] == "passing"
+                fast_double.checks[f"service:{each}"]["Status"] == "passing"
                 for each in ids
             ),
             what="passing checks of both instances",
         )
 
         victoria = await victoria_metrics_factory(
-            documented_scrape_config(double.address)
+            documented_scrape_config(fast_double.address)
         )
 
         async def healthy_targets() -> dict[str, dict[str, Any]]:
@@ -142,7 +141,7 @@ class TestDiscoveredAndScraped:
             "job": "prom_async",
             "consul_service": "e2e-app",
             "consul_service_id": service_id(wildcard.port),
-            "consul_node": double.node_name,
+            "consul_node": fast_double.node_name,
             "instance": f"127.0.0.1:{wildcard.port}",
         }.items() <= labels.items()
 
@@ -347,59 +346,57 @@ class TestFaults:
         )
 
     async def test_wildcard_server_check_passes(
-        self, consul_double_factory: ConsulDoubleFactory, serve: Serve
+        self, fast_double: ConsulDouble, serve: Serve
     ) -> None:
         """A server on 0.0.0.0 registers no address and its check passes."""
-        double = await consul_double_factory(check_time_scale=0.01)
         server = await serve(
-            addr="0.0.0.0", service_discovery=consul_agent(double)
+            addr="0.0.0.0", service_discovery=consul_agent(fast_double)
         )
-        check_id = f"service:{service_id(server.port)}"
 
-        await eventually(
-            lambda: double.checks[check_id]["Status"] == "passing",
-            what="a passing check",
-        )
-        assert "" == double.services[service_id(server.port)]["Address"]
+        await passing_check(fast_double, server)
+        assert "" == fast_double.services[service_id(server.port)]["Address"]
 
     async def test_tls_server_check_passes(
-        self,
-        consul_double_factory: ConsulDoubleFactory,
-        tls: Any,
-        serve: Serve,
+        self, fast_double: ConsulDouble, tls: Any, serve: Serve
     ) -> None:
         """An HTTPS exporter gets an https check that passes."""
-        double = await consul_double_factory(check_time_scale=0.01)
         server = await serve(
             ssl_ctx=tls.server,
-            service_discovery=consul_agent(double, check_tls_skip_verify=True),
+            service_discovery=consul_agent(
+                fast_double, check_tls_skip_verify=True
+            ),
         )
-        check_id = f"service:{service_id(server.port)}"
 
-        await eventually(
-            lambda: double.checks[check_id]["Status"] == "passing",
-            what="a passing check",
-        )
+        check = await passing_check(fast_double, server)
         assert (
             f"https://127.0.0.1:{server.port}/metrics"
-            == double.checks[check_id]["Definition"]["HTTP"]
+            == check["Definition"]["HTTP"]
         )
 
     async def test_authenticated_server_check_passes(
-        self, consul_double_factory: ConsulDoubleFactory, serve: Serve
+        self, fast_double: ConsulDouble, serve: Serve
     ) -> None:
         """An exporter with a bearer token is checked at its open /."""
-        double = await consul_double_factory(check_time_scale=0.01)
         server = await serve(
-            bearer_token="s3cr3t", service_discovery=consul_agent(double)
+            bearer_token="s3cr3t", service_discovery=consul_agent(fast_double)
         )
-        check_id = f"service:{service_id(server.port)}"
 
-        await eventually(
-            lambda: double.checks[check_id]["Status"] == "passing",
-            what="a passing check",
-        )
+        check = await passing_check(fast_double, server)
         assert (
-            f"http://127.0.0.1:{server.port}/"
-            == double.checks[check_id]["Definition"]["HTTP"]
+            f"http://127.0.0.1:{server.port}/" == check["Definition"]["HTTP"]
         )
+
+
+async def passing_check(
+    double: ConsulDouble, server: RunningServer
+) -> dict[str, Any]:
+    """
+    Wait until *server*'s check in *double* passes; return the check.
+    """
+    check_id = f"service:{service_id(server.port)}"
+    await eventually(
+        lambda: double.checks[check_id]["Status"] == "passing",
+        what="a passing check",
+    )
+    check: dict[str, Any] = double.checks[check_id]
+    return check

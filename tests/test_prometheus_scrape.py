@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-import bcrypt
 import pytest
 
 from prometheus_client import (
@@ -21,7 +20,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families,
 )
 
-from fixtures_servers import TLSContexts, promtool_check_metrics
+from fixtures_servers import PASSWORD, TLSContexts, promtool_check_metrics
 from prom_async.aio.web import (
     start_http_server,
     start_http_server_in_thread,
@@ -31,7 +30,6 @@ from prom_async.aio.web import (
 LOOPBACK = "127.0.0.1"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 TOKEN = "prometheus-scrape-token"
-PASSWORD = "scrape-password"
 
 
 @pytest.fixture
@@ -105,12 +103,9 @@ class TestRealPrometheus:
         assert [target] == [series["metric"]["instance"] for series in gauge]
 
     def test_scrapes_over_tls_with_basic_auth(
-        self, scraped, prometheus, tls: TLSContexts
+        self, scraped, prometheus, tls: TLSContexts, password_hash
     ):
         """Prometheus scrapes over HTTPS with basic auth (bcrypt hash)."""
-        password_hash = bcrypt.hashpw(
-            PASSWORD.encode(), bcrypt.gensalt(rounds=4)
-        ).decode()
         with start_http_server_in_thread(
             addr=LOOPBACK,
             registry=scraped,

@@ -34,6 +34,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics import exposition as openmetrics
 
+from fixtures_servers import PROMETHEUS_2_42_ACCEPT
 from prom_async.aio._render import (
     Exposition,
     RegistryRenderer,
@@ -46,11 +47,6 @@ from prom_async.aio._render_families import (
 )
 
 
-PROMETHEUS_2_42_ACCEPT = (
-    "application/openmetrics-text;version=1.0.0,"
-    "application/openmetrics-text;version=0.0.1;q=0.75,"
-    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
 ACCEPT_HEADERS = [
     None,
     "text/plain",
@@ -146,6 +142,42 @@ class GatedCollector:
         if not self.release.wait(60):
             raise TimeoutError("never released")
         yield GaugeMetricFamily("collections", "Collections.", value=calls)
+
+
+def gated_renderer(
+    registry: CollectorRegistry,
+) -> tuple[GatedCollector, RegistryRenderer]:
+    """
+    A renderer of *registry*, with a `GatedCollector` registered in it.
+    """
+    collector = GatedCollector()
+    registry.register(collector)
+    return collector, RegistryRenderer(registry)
+
+
+async def scrapes_behind_a_held_render(
+    collector: GatedCollector, renderer: RegistryRenderer
+) -> tuple[
+    asyncio.Task[Exposition],
+    asyncio.Task[Exposition],
+    asyncio.Task[Exposition],
+]:
+    """
+    Start a scrape, hold its render in collect(), then start two more.
+
+    Returns the three tasks without yielding to the loop after the last two
+    are created: they have not taken their first step yet.
+    """
+    collector.release.clear()
+
+    def scrape() -> asyncio.Task[Exposition]:
+        return asyncio.create_task(
+            renderer.render(accept=None, accept_encoding=None, names=None)
+        )
+
+    first = scrape()
+    assert await asyncio.to_thread(collector.entered.wait, 60)
+    return first, scrape(), scrape()
 
 
 def fill_stock_metrics(registry: CollectorRegistry) -> None:
@@ -401,19 +433,10 @@ class TestRegistryRendererSharing:
         self, registry: CollectorRegistry
     ) -> None:
         """Scrapes arriving mid-render share one render begun after them."""
-        collector = GatedCollector()
-        registry.register(collector)
-        renderer = RegistryRenderer(registry)
-        collector.release.clear()
-
-        def scrape() -> asyncio.Task[Exposition]:
-            return asyncio.create_task(
-                renderer.render(accept=None, accept_encoding=None, names=None)
-            )
-
-        first = scrape()
-        assert await asyncio.to_thread(collector.entered.wait, 60)
-        second, third = scrape(), scrape()
+        collector, renderer = gated_renderer(registry)
+        first, second, third = await scrapes_behind_a_held_render(
+            collector, renderer
+        )
         # Runs after both scrapes took their first step: they are waiting.
         asyncio.get_running_loop().call_soon(collector.release.set)
         results = await asyncio.gather(first, second, third)
@@ -430,9 +453,7 @@ class TestRegistryRendererSharing:
         self, registry: CollectorRegistry
     ) -> None:
         """A scrape after a render finished gets a new render."""
-        collector = GatedCollector()
-        registry.register(collector)
-        renderer = RegistryRenderer(registry)
+        collector, renderer = gated_renderer(registry)
 
         await renderer.render(accept=None, accept_encoding=None, names=None)
         later = await renderer.render(
@@ -448,9 +469,7 @@ class TestRegistryRendererSharing:
         self, registry: CollectorRegistry
     ) -> None:
         """Scrapes wanting different formats or encodings don't share."""
-        collector = GatedCollector()
-        registry.register(collector)
-        renderer = RegistryRenderer(registry)
+        collector, renderer = gated_renderer(registry)
 
         results = await asyncio.gather(
             renderer.render(accept=None, accept_encoding=None, names=None),
@@ -476,19 +495,10 @@ class TestRegistryRendererSharing:
         self, registry: CollectorRegistry
     ) -> None:
         """A scrape that is cancelled does not cancel the shared render."""
-        collector = GatedCollector()
-        registry.register(collector)
-        renderer = RegistryRenderer(registry)
-        collector.release.clear()
-
-        def scrape() -> asyncio.Task[Exposition]:
-            return asyncio.create_task(
-                renderer.render(accept=None, accept_encoding=None, names=None)
-            )
-
-        first = scrape()
-        assert await asyncio.to_thread(collector.entered.wait, 60)
-        second, third = scrape(), scrape()
+        collector, renderer = gated_renderer(registry)
+        first, second, third = await scrapes_behind_a_held_render(
+            collector, renderer
+        )
         # Both run after the two scrapes took their first step.
         asyncio.get_running_loop().call_soon(second.cancel)
         asyncio.get_running_loop().call_soon(collector.release.set)
