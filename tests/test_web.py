@@ -7,6 +7,7 @@ import base64
 import gzip
 import logging
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -907,6 +908,50 @@ class TestStartHTTPServerInThread:
 
             with pytest.raises(RuntimeError, match="own thread"):
                 attempt.result(timeout=30)
+
+    def test_interrupted_start_stops_the_thread(self, registry):
+        """Ctrl-C during the start: the server closes once up, thread ends."""
+        registering = threading.Event()
+        release = threading.Event()
+        closed = []
+
+        class SlowDiscovery:
+            async def register(self, server):
+                registering.set()
+                await asyncio.to_thread(release.wait)
+
+                async def deregister():
+                    closed.append(server.socket.port)
+
+                return deregister
+
+        def interrupt_main_thread():
+            registering.wait(timeout=30)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+        interrupter = threading.Thread(target=interrupt_main_thread)
+        interrupter.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                start_http_server_in_thread(
+                    addr=LOOPBACK,
+                    registry=registry,
+                    service_discovery=SlowDiscovery(),
+                )
+        finally:
+            release.set()
+            interrupter.join()
+
+        exporter_threads = [
+            thread
+            for thread in threading.enumerate()
+            if thread.name == "prom_async-metrics-exporter"
+        ]
+        for thread in exporter_threads:
+            thread.join(timeout=30)
+
+        assert [] == [t for t in exporter_threads if t.is_alive()]
+        assert 1 == len(closed)
 
 
 async def _close_in_loop(server: ThreadedMetricsHTTPServer) -> None:

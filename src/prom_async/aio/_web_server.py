@@ -551,6 +551,29 @@ def start_http_server_in_thread(
     try:
         server = started.result()
     except BaseException:
-        thread.join()
+        if started.done() and started.exception() is not None:
+            thread.join()  # the start failed: the thread is ending
+        else:
+            # Interrupted while the server starts (Ctrl-C): let it come up,
+            # then close it, so that its thread ends instead of serving on.
+            started.add_done_callback(
+                lambda done: _close_once_started(done, loop)
+            )
         raise
     return ThreadedMetricsHTTPServer(server, loop, thread)
+
+
+def _close_once_started(
+    started: concurrent.futures.Future[MetricsHTTPServer],
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    if started.exception() is not None:
+        return
+
+    async def close_and_stop() -> None:
+        try:
+            await started.result().close()
+        finally:
+            loop.stop()
+
+    asyncio.run_coroutine_threadsafe(close_and_stop(), loop)
