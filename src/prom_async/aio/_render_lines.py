@@ -214,12 +214,16 @@ class _Texts:
         """
         Forget the texts of series that are gone.
         """
+        # Renders of other formats may be adding texts from other threads:
+        # iterate over copies (taken in one step under the GIL).
         self.plain = {
-            key: text for key, text in self.plain.items() if key in children
+            key: text
+            for key, text in self.plain.copy().items()
+            if key in children
         }
         self.merged = {
             key: text
-            for key, text in self.merged.items()
+            for key, text in self.merged.copy().items()
             if key[0] in children
         }
 
