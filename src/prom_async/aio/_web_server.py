@@ -56,7 +56,16 @@ class Socket(NamedTuple):
     """
 
     addr: str
+    """
+    The IP address, like ``"127.0.0.1"`` or ``"::1"`` (never a host name,
+    never bracketed); ``"0.0.0.0"`` or ``"::"`` when listening on every
+    interface.
+    """
     port: int
+    """
+    The TCP port, the one picked when the server was started with
+    ``port=0``.
+    """
 
 
 class MetricsHTTPServer:
@@ -68,10 +77,14 @@ class MetricsHTTPServer:
     Use it as an async context manager, or call :meth:`close`.
 
     Attributes:
-        socket: The first address and port it listens on.
-        https: Whether it serves TLS.
-        metrics_path: The path of the metrics: ``"/metrics"``.
-        requires_auth: Whether ``/metrics`` asks for a credential.
+        socket (Socket): The first address and port it listens on: the
+            first of :attr:`sockets`.
+        sockets (tuple[Socket, ...]): Every address and port it listens on,
+            IPv4 first, all on the same port: ``addr=""`` listens on
+            ``0.0.0.0`` and ``::``, a host name on each of its addresses.
+        https (bool): Whether it serves TLS.
+        metrics_path (str): The path of the metrics: ``"/metrics"``.
+        requires_auth (bool): Whether ``/metrics`` asks for a credential.
     """
 
     def __init__(
