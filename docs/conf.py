@@ -2,7 +2,19 @@
 Sphinx configuration.
 """
 
+import ast
+import importlib
+import inspect
+import re
+import sys
+
 from importlib.metadata import version as _version
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).parent / "_inventories"))
+
+import make as _inventories
 
 
 project = "prom_async"
@@ -14,38 +26,56 @@ version = release
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.doctest",
+    "sphinx.ext.intersphinx",
     "sphinx.ext.napoleon",
 ]
 
+# No network at build time: the inventories are made from the tables in
+# _inventories/make.py and committed; a stale one stops the build.
+_stale = _inventories.stale()
+if _stale:
+    raise RuntimeError(
+        f"docs/_inventories: {', '.join(_stale)} out of date; run "
+        "python docs/_inventories/make.py"
+    )
+intersphinx_mapping = {
+    inventory.filename.removesuffix(".inv"): (
+        inventory.base_url,
+        f"_inventories/{inventory.filename}",
+    )
+    for inventory in _inventories.INVENTORIES
+}
+
 nitpicky = True
-# No network at build time, so no intersphinx: names from the standard
-# library and from our dependencies are not cross-referenced.
+# Only what no inventory can hold.
 nitpick_ignore_regex = [
-    (
-        r"py:.*",
-        r"(asyncio|aiohttp|prometheus_client|ssl|consul|wrapt|yarl)(\..*)?",
-    ),
-    (r"py:.*", r"(collections\.abc|typing|types|logging|concurrent)\..*"),
-    (
-        r"py:.*",
-        (
-            r"(BaseException|Exception|KeyboardInterrupt|SystemExit|GeneratorExit|"
-            r"TypeError|ValueError|RuntimeError|OSError|TimeoutError|"
-            r"ConnectionError|str|int|float|bool|bytes|None|object|type|tuple|"
-            r"list|dict|frozenset|Any|Callable|Awaitable|Coroutine|Mapping|"
-            r"Sequence|Iterable|Iterator|NamedTuple|Protocol|"
-            r"CollectorRegistry|SSLContext|Path|TypeAlias|Self)"
-        ),
-    ),
-    (r"py:.*", r"(prom_async\.types\.)?(P|R|T|_P|_R|_T|_Descriptor)"),
-    (r"py:.*", r".*\.(P|R|T|_P|_R|_T|_Descriptor)"),
+    # The wrappers' private TypeVars: a reader sees the letter, and the
+    # overloads say what it stands for.
+    (r"py:class", r"(prom_async\.aio\._decorators\.)?_[PRT]"),
 ]
 
 autodoc_member_order = "bysource"
-# Types are in the docstrings' words and in py.typed for type checkers;
-# rendering annotations would need intersphinx, which needs the network.
-autodoc_typehints = "none"
+autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
+autodoc_type_aliases = {
+    # Signatures name the aliases of prom_async.types, not what they stand
+    # for.
+    **{
+        alias: f"~prom_async.types.{alias}"
+        for alias in (
+            "Deregisterer",
+            "ExceptionTypes",
+            "LabelValues",
+            "LabelsFromCall",
+            "LabelsFromException",
+        )
+    },
+    # ConsulAgent reads the server it registers through a private Protocol
+    # (its socket, https and metrics_path); it is given a MetricsHTTPServer.
+    "_MetricsServer": "~prom_async.aio.web.MetricsHTTPServer",
+}
+# One parameter per line once a signature is longer than this.
+python_maximum_signature_line_length = 79
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
@@ -56,4 +86,50 @@ from prometheus_client import CollectorRegistry
 
 html_theme = "alabaster"
 html_static_path: list[str] = []
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_inventories"]
+
+
+def _bind_type_checking_imports() -> None:
+    """
+    Run the ``if TYPE_CHECKING:`` imports of prom_async's modules inside
+    them, so that autodoc can evaluate (and link) every annotation.
+    """
+    for public in (
+        "prom_async.types",
+        "prom_async.aio.web",
+        "prom_async.aio.sd",
+    ):
+        importlib.import_module(public)
+    for name, module in sorted(sys.modules.items()):
+        if name.partition(".")[0] != "prom_async":
+            continue
+        for node in ast.parse(inspect.getsource(module)).body:
+            if isinstance(node, ast.If) and ast.unparse(node.test) in {
+                "TYPE_CHECKING",
+                "typing.TYPE_CHECKING",
+            }:
+                block = ast.Module(body=node.body, type_ignores=[])
+                code = compile(block, inspect.getfile(module), "exec")
+                exec(code, vars(module))  # noqa: S102 -- its own imports
+
+
+_bind_type_checking_imports()
+
+_ALIAS_PLACEHOLDER = re.compile(r"TypeAliasForwardRef\('([^']*)'\)")
+
+
+def _unwrap_aliases(*event: object) -> tuple[str, str] | None:
+    # Sphinx renders an alias of autodoc_type_aliases inside a union
+    # (``LabelsFromCall | None``) as the repr of its placeholder object;
+    # this puts the alias back.
+    signature, return_annotation = event[-2:]
+    if not isinstance(signature, str):
+        return None
+    return (
+        _ALIAS_PLACEHOLDER.sub(r"\1", signature),
+        _ALIAS_PLACEHOLDER.sub(r"\1", str(return_annotation or "")),
+    )
+
+
+def setup(app):  # noqa: ANN001, ANN201 -- Sphinx's extension hook
+    app.connect("autodoc-process-signature", _unwrap_aliases)
