@@ -1,9 +1,10 @@
 """
 Per-call cost of the wrappers on a no-op ``async def``.
 
-For each wrapper, four variants run in interleaved rounds in one process: the
+For each wrapper, six variants run in interleaved rounds in one process: the
 bare await, the same measurement written out by hand around the await (the
-floor), prometheus-async's decorator, and ours. Each variant's figure is the
+floor), prometheus-async's decorator and ours, and prometheus-async's
+awaitable form (``time(m, f())``) and ours. Each variant's figure is the
 fastest round, in nanoseconds per call.
 
     python benchmarks/bench_decorators.py [--calls 200000] [--rounds 9]
@@ -40,6 +41,16 @@ def calling(function: Callable[[], Awaitable[None]]) -> Loop:
     return loop
 
 
+def wrapping(
+    form: Callable[[Awaitable[None]], Awaitable[None]],
+) -> Loop:
+    async def loop(calls: int) -> None:
+        for _ in range(calls):
+            await form(noop())
+
+    return loop
+
+
 def time_cases(registry: CollectorRegistry) -> dict[str, Loop]:
     histogram = Histogram("bench_seconds", "", registry=registry)
 
@@ -56,6 +67,10 @@ def time_cases(registry: CollectorRegistry) -> dict[str, Loop]:
         "hand-inlined": inlined,
         "prometheus-async": calling(peer.time(histogram)(noop)),
         "prom_async": calling(ours.time(histogram)(noop)),
+        "prometheus-async(m, f())": wrapping(
+            lambda aw: peer.time(histogram, aw)
+        ),
+        "prom_async(m, f())": wrapping(lambda aw: ours.time(histogram, aw)),
     }
 
 
@@ -75,6 +90,12 @@ def count_cases(registry: CollectorRegistry) -> dict[str, Loop]:
         "hand-inlined": inlined,
         "prometheus-async": calling(peer.count_exceptions(counter)(noop)),
         "prom_async": calling(ours.count_exceptions(counter)(noop)),
+        "prometheus-async(m, f())": wrapping(
+            lambda aw: peer.count_exceptions(counter, aw)
+        ),
+        "prom_async(m, f())": wrapping(
+            lambda aw: ours.count_exceptions(counter, aw)
+        ),
     }
 
 
@@ -94,6 +115,12 @@ def track_cases(registry: CollectorRegistry) -> dict[str, Loop]:
         "hand-inlined": inlined,
         "prometheus-async": calling(peer.track_inprogress(gauge)(noop)),
         "prom_async": calling(ours.track_inprogress(gauge)(noop)),
+        "prometheus-async(m, f())": wrapping(
+            lambda aw: peer.track_inprogress(gauge, aw)
+        ),
+        "prom_async(m, f())": wrapping(
+            lambda aw: ours.track_inprogress(gauge, aw)
+        ),
     }
 
 
@@ -116,12 +143,14 @@ def report(title: str, best: dict[str, float], target: str) -> None:
     print(f"\n{title}  (target: {target})")
     for name, ns in best.items():
         print(
-            f"  {name:<17} {ns:7.0f} ns/call  {ns / floor:5.2f}x inlined"
+            f"  {name:<25} {ns:7.0f} ns/call  {ns / floor:5.2f}x inlined"
             f"  {ns - bare:+6.0f} ns over bare await"
         )
+    decorated = best["prom_async"] / best["prometheus-async"]
+    awaited = best["prom_async(m, f())"] / best["prometheus-async(m, f())"]
     print(
-        "  prom_async vs prometheus-async: "
-        f"{best['prom_async'] / best['prometheus-async']:.2f}x the time"
+        f"  prom_async vs prometheus-async: {decorated:.2f}x the time "
+        f"decorated, {awaited:.2f}x on an awaitable"
     )
 
 

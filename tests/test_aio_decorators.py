@@ -3,6 +3,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import sys
+import threading
+import traceback
 
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -231,7 +234,7 @@ class TestTime:
     async def test_coroutine_object_from_wrapping(
         self, registry, histogram, clock
     ):
-        """time(m, coroutine) starts the clock when wrapped."""
+        """time(m, coroutine) starts the clock when it starts running."""
 
         async def work():
             clock.advance(1)
@@ -241,7 +244,7 @@ class TestTime:
         clock.advance(2)
 
         assert "done" == await timed
-        assert (1.0, 3.0) == observed(registry)
+        assert (1.0, 1.0) == observed(registry)
 
     async def test_future_and_task(self, registry, histogram):
         """Futures and tasks are awaited, with their results passed on."""
@@ -576,12 +579,19 @@ class TestTrackInprogress:
         assert 1.0 == work()
         assert 0.0 == inprogress(registry)
 
-    async def test_awaitable_counts_from_wrapping(self, registry, gauge):
-        """track_inprogress(m, awaitable) goes up when wrapped."""
-        tracked = track_inprogress(gauge, asyncio.sleep(0, "x"))
+    async def test_awaitable_counts_while_running(self, registry, gauge):
+        """track_inprogress(m, awaitable) is up while it runs."""
+        seen = []
 
-        assert 1.0 == inprogress(registry)
+        async def work():
+            seen.append(inprogress(registry))
+            return "x"
+
+        tracked = track_inprogress(gauge, work())
+
+        assert 0.0 == inprogress(registry)
         assert "x" == await tracked
+        assert [1.0] == seen
         assert 0.0 == inprogress(registry)
 
     async def test_with_blocks(self, registry, gauge):
@@ -922,3 +932,371 @@ class TestGenerators:
         generator = numbers()
         assert 1 == await generator.__anext__()
         await generator.aclose()
+
+
+class TestPlainFunctionReturningAwaitable:
+    async def test_time_until_the_awaitable_is_done(
+        self, registry, histogram, clock
+    ):
+        """A def that returns an awaitable is timed until it is done."""
+
+        async def work():
+            clock.advance(2)
+            return "done"
+
+        @time(histogram)
+        def delegate():
+            clock.advance(1)
+            return work()
+
+        pending = delegate()
+
+        assert 0.0 == observed(registry)[0]
+        assert "done" == await pending
+        assert (1.0, 3.0) == observed(registry)
+
+    async def test_track_while_the_awaitable_runs(self, registry, gauge):
+        """A def that returns an awaitable is in progress while it runs."""
+        seen = []
+
+        async def work():
+            seen.append(inprogress(registry))
+
+        @track_inprogress(gauge)
+        def delegate():
+            seen.append(inprogress(registry))
+            return work()
+
+        await delegate()
+
+        assert [1.0, 1.0] == seen
+        assert 0.0 == inprogress(registry)
+
+    async def test_count_exceptions_of_the_awaitable(self, registry, counter):
+        """Exceptions raised by the returned awaitable are counted."""
+
+        async def fail():
+            raise ValueError
+
+        @count_exceptions(counter)
+        def delegate():
+            return fail()
+
+        with pytest.raises(ValueError):
+            await delegate()
+
+        assert 1.0 == errors(registry)
+
+    async def test_executor_future(self, registry, histogram):
+        """loop.run_in_executor's future, returned by a def, is awaited."""
+
+        @time(histogram)
+        def offload():
+            return asyncio.get_running_loop().run_in_executor(None, sum, [2])
+
+        assert 2 == await offload()
+        assert 1.0 == observed(registry)[0]
+
+    async def test_labels_reach_the_awaitable(self, registry):
+        """Label values chosen from the call label the awaitable's sample."""
+        labelled = Counter("work_errors", "", ["path"], registry=registry)
+
+        async def fail():
+            raise KeyError
+
+        @count_exceptions(labelled, labels=lambda path: [path])
+        def delegate(path):
+            return fail()
+
+        with pytest.raises(KeyError):
+            await delegate("/a")
+
+        assert 1.0 == errors(registry, {"path": "/a"})
+
+    def test_plain_values_stay_plain(self, registry, histogram, gauge):
+        """A def returning a plain value returns it, measured over the call."""
+        assert 3 == time(histogram)(lambda: 3)()
+        assert [1] == track_inprogress(gauge)(lambda: [1])()
+
+        assert 1.0 == observed(registry)[0]
+        assert 0.0 == inprogress(registry)
+
+
+class TestCancelledBeforeStart:
+    async def test_many_tasks_cancelled_at_once(self, registry, gauge):
+        """Tasks cancelled before their first step leave the gauge at 0."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(100)]
+        tasks = [
+            asyncio.create_task(track_inprogress(gauge, future))
+            for future in futures
+        ]
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+        assert 0.0 == inprogress(registry)
+
+    async def test_wait_for_zero(self, registry, gauge, histogram):
+        """wait_for(..., 0) around the awaitable forms leaves no trace."""
+        loop = asyncio.get_running_loop()
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(
+                    track_inprogress(gauge, loop.create_future()), 0
+                )
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(
+                    time(histogram, loop.create_future()), 0
+                )
+
+        assert 0.0 == inprogress(registry)
+        # Cancelled before they started, they never ran: nothing to time.
+        assert 0.0 == observed(registry)[0]
+
+    async def test_decorated_call_cancelled_before_start(
+        self, registry, gauge
+    ):
+        """A decorated coroutine cancelled before it starts is never up."""
+
+        @track_inprogress(gauge)
+        async def work():
+            await asyncio.sleep(0)
+
+        task = asyncio.create_task(work())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        assert 0.0 == inprogress(registry)
+
+    async def test_returned_awaitable_cancelled_before_start(
+        self, registry, gauge
+    ):
+        """A def's returned awaitable cancelled unstarted leaves gauge at 0."""
+
+        @track_inprogress(gauge)
+        def delegate():
+            return asyncio.sleep(1)
+
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(delegate(), 0)
+
+        assert 0.0 == inprogress(registry)
+
+
+class TestWithBlocks:
+    def test_interleaved_generators_keep_their_own_starts(
+        self, registry, histogram, clock
+    ):
+        """A shared Timer in two generators of one thread times each."""
+        timer = time(histogram)
+
+        def block():
+            with timer:
+                yield
+
+        first, second = block(), block()
+        next(first)  # enters at 100.0
+        clock.advance(0.1)
+        next(second)  # enters at 100.1
+        clock.advance(0.2)
+        next(first, None)  # leaves at 100.3: 0.3 s
+        clock.advance(0.2)
+        next(second, None)  # leaves at 100.5: 0.4 s
+
+        def bucket(le):
+            return registry.get_sample_value("work_seconds_bucket", {"le": le})
+
+        assert (2.0, pytest.approx(0.7)) == observed(registry)
+        assert (0.0, 2.0) == (bucket("0.25"), bucket("0.5"))
+
+    def test_block_finished_in_another_thread(self, registry, histogram):
+        """A generator's block resumed in another thread is observed there."""
+        timer = time(histogram)
+
+        def block():
+            with timer:
+                yield
+
+        generator = block()
+        next(generator)
+        finished = []
+
+        def finish():
+            finished.extend(generator)
+
+        thread = threading.Thread(target=finish)
+        thread.start()
+        thread.join()
+
+        assert [] == finished
+        assert 1.0 == observed(registry)[0]
+
+    def test_exit_without_enter_never_raises(
+        self, registry, histogram, caplog
+    ):
+        """A Timer left without being entered logs and observes nothing."""
+        timer = time(histogram)
+
+        timer.__exit__(None, None, None)
+
+        assert 0.0 == observed(registry)[0]
+        assert "did not see entered" in caplog.text
+
+    def test_memory_stays_flat(self, histogram):
+        """A million blocks leave nothing behind."""
+        timer = time(histogram)
+        for _ in range(1000):
+            with timer:
+                pass
+        before = sys.getallocatedblocks()
+        for _ in range(1_000_000):
+            with timer:
+                pass
+        after = sys.getallocatedblocks()
+
+        assert after - before < 1000
+        assert {} == timer._starts
+
+
+class TestLabelCallables:
+    def test_labels_that_cannot_take_the_arguments(self, registry):
+        """A labels= callable that cannot take the arguments is refused."""
+        labelled = Histogram("work_seconds", "", ["path"], registry=registry)
+
+        with pytest.raises(TypeError, match="cannot take them"):
+
+            @time(labelled, labels=lambda: ["x"])
+            def handle(request): ...
+
+        with pytest.raises(TypeError, match="cannot take them"):
+
+            @track_inprogress(
+                Gauge("g", "", ["a"], registry=registry),
+                labels=lambda a: [a],
+            )
+            def both(a, *, b): ...
+
+    def test_labels_taking_any_arguments(self, registry):
+        """*args/**kwargs and defaults in labels= are accepted."""
+        labelled = Histogram("work_seconds", "", ["path"], registry=registry)
+
+        @time(labelled, labels=lambda *args, **kwargs: [str(len(args))])
+        def handle(a, b=2, *, c): ...
+
+        @time(labelled, labels=lambda a, b=0, c=1: [a])
+        def other(a, b, *, c): ...
+
+        handle(1, c=3)
+        other("x", 1, c=2)
+
+        assert 1.0 == observed(registry, {"path": "2"})[0]
+        assert 1.0 == observed(registry, {"path": "x"})[0]
+
+    async def test_raising_labels_never_change_the_call(
+        self, registry, caplog
+    ):
+        """A raising labels= skips the sample and logs once; the call runs."""
+        labelled = Histogram("work_seconds", "", ["path"], registry=registry)
+        gauge = Gauge("g", "", ["path"], registry=registry)
+
+        def broken(path):
+            raise RuntimeError("no labels today")
+
+        @time(labelled, labels=broken)
+        @track_inprogress(gauge, labels=broken)
+        async def handle(path):
+            return path * 2
+
+        assert "aa" == await handle("a")
+        assert "bb" == await handle("b")
+
+        # One record per wrapper, each with the error's traceback.
+        assert 2 == len(caplog.records)
+        assert all(
+            isinstance(r.exc_info[1], RuntimeError) for r in caplog.records
+        )
+        assert [] == [
+            s for m in registry.collect() for s in m.samples if s.labels
+        ]
+
+    async def test_wrong_number_of_label_values(self, registry, caplog):
+        """Label values the metric refuses are logged, never raised."""
+        labelled = Counter("work_errors", "", ["a", "b"], registry=registry)
+
+        @count_exceptions(labelled, labels=lambda: ["only one"])
+        async def fail():
+            raise ValueError("the application's own")
+
+        with pytest.raises(ValueError, match="the application's own"):
+            await fail()
+
+        assert "labels=" in caplog.text
+
+    async def test_raising_exc_labels_keep_the_exception(
+        self, registry, caplog
+    ):
+        """An exc_labels= error never replaces the application's error."""
+        labelled = Counter("work_errors", "", ["kind"], registry=registry)
+
+        def broken(error):
+            raise LookupError("exc_labels bug")
+
+        @count_exceptions(labelled, exc_labels=broken)
+        def fail():
+            raise ValueError("the application's own")
+
+        for _ in range(2):
+            with pytest.raises(ValueError, match="the application's own"):
+                fail()
+        with (
+            pytest.raises(ValueError, match="the application's own"),
+            count_exceptions(labelled, exc_labels=broken),
+        ):
+            raise ValueError("the application's own")
+
+        # Once for the decorated function, once for the with block.
+        assert 2 == len(caplog.records)
+        assert all(
+            isinstance(r.exc_info[1], LookupError) for r in caplog.records
+        )
+        assert [] == list(labelled.collect()[0].samples)
+
+
+class TestTracebacks:
+    def test_wrapper_frames_show_their_source(self, histogram):
+        """A traceback through a wrapper names it and shows its line."""
+
+        @time(histogram)
+        def fail(x):
+            raise ValueError(x)
+
+        with pytest.raises(ValueError) as caught:
+            fail(1)
+        text = "".join(traceback.format_exception(caught.value))
+
+        assert "time wrapper of the function" in text
+        assert "TestTracebacks.test_wrapper_frames_show_their_source" in text
+        assert "_pa_result = _pa_target(x)" in text
+
+    def test_each_wrapper_has_its_own_file_name(self, histogram):
+        """Two wrappers never share a file name."""
+
+        def one(): ...
+
+        names = {time(histogram)(one).__code__.co_filename for _ in range(3)}
+
+        assert 3 == len(names)
+
+    def test_builtin_names_as_parameters(self, histogram):
+        """Parameters named like the builtins the templates use work."""
+
+        @time(histogram)
+        def numbers(GeneratorExit, BaseException, StopAsyncIteration):  # noqa: A002, N803
+            yield GeneratorExit
+            yield BaseException + StopAsyncIteration
+
+        generator = numbers(1, 2, 3)
+        assert [1, 5] == list(generator)

@@ -10,6 +10,7 @@ without the optional ``aiohttp`` and ``consul`` dependencies.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from types import ModuleType
 
@@ -28,13 +29,18 @@ __all__ = [
     "InProgressTracker",
     "Timer",
     "count_exceptions",
-    "sd",
     "time",
     "track_inprogress",
-    "web",
 ]
 
-_SUBMODULES = frozenset({"sd", "web"})
+# The submodules and the optional dependencies each needs; ``import *``
+# takes those whose dependencies are installed.
+_SUBMODULES = {"sd": ("aiohttp", "consul"), "web": ("aiohttp",)}
+__all__ += [
+    name
+    for name, needs in _SUBMODULES.items()
+    if all(importlib.util.find_spec(need) is not None for need in needs)
+]
 
 
 def __getattr__(name: str) -> ModuleType:

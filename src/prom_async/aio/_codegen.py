@@ -7,15 +7,27 @@ itself. Compiling the wrapper with the wrapped function's own parameter list
 forwards the arguments as plain names instead.
 
 A :class:`Probe` says what to run around the call: source lines before it
-(``enter``), the clauses that close the ``try`` around it (``leave``), and the
-names that source uses. The names ``ARGS`` and ``TARGET`` in the probe's
-source stand for the forwarded arguments and the wrapped callable.
+(``enter``), lines for when it ends however it ends (``always``), lines for
+when an exception of the probe's types passes (``on_error``), and what to do
+with an awaitable that a plain function returns (``defer``). In the probe's
+source, ``{args}`` stands for the forwarded arguments and ``{target}`` for
+the wrapped callable; every other name the source uses starts with ``_pa_``
+and is bound in the wrapper's namespace, so no parameter of the wrapped
+function can shadow it (a function with such a parameter gets a wrapper
+that takes ``*args, **kwargs``).
+
+Each wrapper is compiled under a file name of its own, with its source in
+:mod:`linecache`, so a traceback through it shows its lines and says what it
+wraps.
 """
 
 from __future__ import annotations
 
+import builtins
 import functools
 import inspect
+import itertools
+import linecache
 import types
 
 from collections.abc import Callable, Mapping
@@ -23,26 +35,40 @@ from typing import Any, NamedTuple
 
 
 class Probe(NamedTuple):
+    """
+    What an instrument runs around each call.
+
+    Attributes:
+        enter: Statements before the call.
+        always: Statements run however the call ends, or ``""``.
+        on_error: Statements run when an exception of type ``_pa_exc``
+            (bound in *names*) passes, as ``_pa_error``, or ``""``.
+        defer: Statements that return a coroutine measuring
+            ``_pa_result``, an awaitable that a plain function returned,
+            in place of ``always``.
+        names: The values of the ``_pa_`` names the statements use.
+    """
+
     enter: str
-    leave: str
+    always: str
+    on_error: str
+    defer: str
     names: Mapping[str, object]
 
 
 _PREFIX = "_pa_"
 
+# The builtins the templates use, bound under names no parameter can take.
+_BUILTINS = {
+    f"{_PREFIX}{name}": getattr(builtins, name)
+    for name in ("BaseException", "GeneratorExit", "StopAsyncIteration")
+}
+
 _COROUTINE = """\
 async def {name}({params}):
 {enter}
     try:
-        return await TARGET(ARGS)
-{leave}
-"""
-
-_FUNCTION = """\
-def {name}({params}):
-{enter}
-    try:
-        return TARGET(ARGS)
+        return await {target}({args})
 {leave}
 """
 
@@ -50,8 +76,8 @@ _GENERATOR = """\
 def {name}({params}):
 {enter}
     try:
-        return (yield from TARGET(ARGS))
-    except GeneratorExit:
+        return (yield from {target}({args}))
+    except _pa_GeneratorExit:
         raise
 {leave}
 """
@@ -60,36 +86,52 @@ def {name}({params}):
 # values, asend(), athrow() and aclose() all reach the wrapped generator.
 _ASYNC_GENERATOR = """\
 async def {name}({params}):
-    _pa_agen = TARGET(ARGS)
+    _pa_agen = {target}({args})
 {enter}
     try:
         _pa_value = await _pa_agen.asend(None)
         while True:
             try:
                 _pa_sent = yield _pa_value
-            except GeneratorExit:
+            except _pa_GeneratorExit:
                 await _pa_agen.aclose()
                 raise
-            except BaseException as _pa_thrown:
+            except _pa_BaseException as _pa_thrown:
                 _pa_value = await _pa_agen.athrow(_pa_thrown)
             else:
                 _pa_value = await _pa_agen.asend(_pa_sent)
-    except StopAsyncIteration:
+    except _pa_StopAsyncIteration:
         return
-    except GeneratorExit:
+    except _pa_GeneratorExit:
         raise
 {leave}
+"""
+
+# A plain function: a plain value is measured over the call; an awaitable it
+# returns (a function that delegates) is measured until it is done, by the
+# coroutine the probe's ``defer`` returns in its place.
+_FUNCTION = """\
+def {name}({params}):
+{enter}
+    try:
+        _pa_result = {target}({args})
+{raised}
+    if _pa_isawaitable(_pa_result):
+{defer}
+{always}
+    return _pa_result
 """
 
 
 class Kind(NamedTuple):
     template: str
+    describes: str
 
 
-COROUTINE = Kind(_COROUTINE)
-FUNCTION = Kind(_FUNCTION)
-GENERATOR = Kind(_GENERATOR)
-ASYNC_GENERATOR = Kind(_ASYNC_GENERATOR)
+COROUTINE = Kind(_COROUTINE, "coroutine function")
+FUNCTION = Kind(_FUNCTION, "function")
+GENERATOR = Kind(_GENERATOR, "generator function")
+ASYNC_GENERATOR = Kind(_ASYNC_GENERATOR, "async generator function")
 
 
 def kind_of(target: Callable[..., Any]) -> Kind:
@@ -178,9 +220,44 @@ def _signature_of(function: types.FunctionType) -> _Signature:  # noqa: C901
     return _Signature(", ".join(params), ", ".join(forward), defaults)
 
 
-@functools.lru_cache(maxsize=512)
-def _compile(source: str) -> types.CodeType:
-    return compile(source, "<prom_async wrapper>", "exec")
+def _leave(probe: Probe) -> str:
+    """
+    The clauses that close the ``try`` around a call that is awaited or
+    iterated in the wrapper itself.
+    """
+    clauses = []
+    if probe.on_error:
+        clauses.append(
+            "except _pa_exc as _pa_error:\n"
+            f"{_indented(probe.on_error, 1)}\n    raise"
+        )
+    if probe.always:
+        clauses.append(f"finally:\n{_indented(probe.always, 1)}")
+    return "\n".join(clauses)
+
+
+def _raised(probe: Probe) -> str:
+    """
+    The clauses that close the ``try`` around a plain function's call: what
+    ``always`` does on return is written after it, since a returned
+    awaitable is measured on.
+    """
+    clauses = []
+    if probe.on_error:
+        clauses.append(
+            "except _pa_exc as _pa_error:\n"
+            f"{_indented(probe.on_error, 1)}\n"
+            f"{_indented(probe.always, 1)}\n    raise"
+        )
+    if probe.always:
+        clauses.append(
+            "except _pa_BaseException:\n"
+            f"{_indented(probe.always, 1)}\n    raise"
+        )
+    return "\n".join(clauses) or "finally:\n    pass"
+
+
+_serial = itertools.count(1)
 
 
 def _build(
@@ -188,40 +265,60 @@ def _build(
     probe: Probe,
     signature: _Signature,
     target: object,
-    name: str,
+    describes: str,
 ) -> types.FunctionType:
-    indent = "    "
-
-    def substituted(code: str) -> str:
-        # Only in the template and the probe: a parameter may be named ARGS.
-        return code.replace("TARGET", f"{_PREFIX}target").replace(
-            "ARGS", signature.forward
-        )
-
-    source = substituted(kind.template).format(
+    name = f"{_PREFIX}wrapper"
+    fields = {"target": f"{_PREFIX}target", "args": signature.forward}
+    source = kind.template.format(
         name=name,
         params=signature.params,
-        enter=_indented(substituted(probe.enter), indent),
-        leave=_indented(substituted(probe.leave), indent),
+        enter=_indented(probe.enter.format(**fields), 1),
+        leave=_indented(_leave(probe).format(**fields), 1),
+        raised=_indented(_raised(probe).format(**fields), 1),
+        defer=_indented(probe.defer.format(**fields), 2),
+        always=_indented(probe.always.format(**fields), 1),
+        **fields,
     )
     namespace: dict[str, object] = {
+        **_BUILTINS,
+        f"{_PREFIX}isawaitable": inspect.isawaitable,
         **probe.names,
         **signature.defaults,
         f"{_PREFIX}target": target,
     }
-    exec(_compile(source), namespace)  # noqa: S102 -- our own template
+    filename = f"<prom_async.aio.{describes} #{next(_serial)}>"
+    code = compile(source, filename, "exec")
+    linecache.cache[filename] = (
+        len(source),
+        None,
+        source.splitlines(keepends=True),
+        filename,
+    )
+    exec(code, namespace)  # noqa: S102 -- our own template
     built: types.FunctionType = namespace[name]  # type: ignore[assignment]
     return built
 
 
-def _indented(lines: str, indent: str) -> str:
+def _indented(lines: str, depth: int) -> str:
+    indent = "    " * depth
     return "\n".join(indent + line for line in lines.splitlines()) or (
         indent + "pass"
     )
 
 
+def _described(verb: str, kind: Kind, target: object) -> str:
+    """
+    What a wrapper's file name says: ``time wrapper of the coroutine
+    function app.handle``.
+    """
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None) or repr(target)
+    where = f"{module}.{qualname}" if module else qualname
+    return f"{verb} wrapper of the {kind.describes} {where}"
+
+
 def wrap_function(
-    target: types.FunctionType, kind: Kind, probe: Probe
+    target: types.FunctionType, kind: Kind, probe: Probe, verb: str
 ) -> types.FunctionType:
     """
     Return a function with *target*'s parameters that runs *probe* around
@@ -230,13 +327,15 @@ def wrap_function(
     signature = _signature_of(target)
     if any(name.startswith(_PREFIX) for name in target.__code__.co_varnames):
         signature = _GENERIC
-    wrapper = _build(kind, probe, signature, target, f"{_PREFIX}wrapper")
+    wrapper = _build(
+        kind, probe, signature, target, _described(verb, kind, target)
+    )
     functools.update_wrapper(wrapper, target)
     return wrapper
 
 
 def wrap_callable(
-    target: Callable[..., Any], kind: Kind, probe: Probe
+    target: Callable[..., Any], kind: Kind, probe: Probe, verb: str
 ) -> Callable[..., Any]:
     """
     Wrap any other callable (a callable object, a ``functools.partial``, a
@@ -250,5 +349,7 @@ def wrap_callable(
         forward="*_pa_args, **_pa_kwargs",
         defaults={},
     )
-    wrapper = _build(kind, probe, signature, None, f"{_PREFIX}wrapper")
+    wrapper = _build(
+        kind, probe, signature, None, _described(verb, kind, target)
+    )
     return wrapt.FunctionWrapper(target, wrapper)

@@ -4,8 +4,9 @@ time, count_exceptions and track_inprogress, for every shape of code.
 
 from __future__ import annotations
 
-import contextvars
 import inspect
+import logging
+import sys
 import types
 
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -37,12 +38,81 @@ __all__ = [
     "track_inprogress",
 ]
 
+log = logging.getLogger(__name__)
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _T = TypeVar("_T")
 _Descriptor = TypeVar(
     "_Descriptor", bound="classmethod[Any, Any, Any] | staticmethod[Any, Any]"
 )
+
+
+class _Nothing:
+    """
+    Stands in for a metric whose label values could not be chosen: the
+    sample is skipped.
+    """
+
+    __slots__ = ()
+
+    def observe(self, value: float, /) -> None:
+        pass
+
+    def inc(self, amount: float = 1, /) -> None:
+        pass
+
+    def dec(self, amount: float = 1, /) -> None:
+        pass
+
+
+_NOTHING = _Nothing()
+
+
+class _Unstarted:
+    """
+    Closes the coroutine a plain function returned if the wrapper's
+    coroutine that measures it never starts (its task was cancelled
+    first), as a task closes a coroutine it never started.
+    """
+
+    __slots__ = ("_awaitable",)
+
+    def __init__(self, awaitable: object) -> None:
+        self._awaitable = awaitable
+
+    def __del__(self) -> None:
+        awaitable = self._awaitable
+        if (
+            inspect.iscoroutine(awaitable)
+            and inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED
+        ):
+            awaitable.close()
+
+
+class _Failures:
+    """
+    Logs, once, that an instrument's own code failed around one wrapped
+    target; the call itself is never affected.
+    """
+
+    __slots__ = ("_logged", "_what")
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._logged = False
+
+    def failed(self, part: str, error: Exception) -> None:
+        if self._logged:
+            return
+        self._logged = True
+        log.error(
+            "%s of %s raised; the call's own result or exception is "
+            "passed on and its sample is skipped (logged once)",
+            part,
+            self._what,
+            exc_info=error,
+        )
 
 
 class _Instrument:
@@ -86,11 +156,12 @@ class _Instrument:
         if isinstance(target, (classmethod, staticmethod)):
             return type(target)(self(target.__func__))
         if callable(target):
+            _check_labels_fit(self._verb, self._labels, target)
             kind = _codegen.kind_of(target)
-            probe = self._probe()
+            probe = self._probe(_Failures(f"{self._verb}() of {target!r}"))
             if type(target) is types.FunctionType:
-                return _codegen.wrap_function(target, kind, probe)
-            return _codegen.wrap_callable(target, kind, probe)
+                return _codegen.wrap_function(target, kind, probe, self._verb)
+            return _codegen.wrap_callable(target, kind, probe, self._verb)
         if inspect.isawaitable(target):
             if self._labels is not None:
                 raise TypeError(
@@ -104,7 +175,7 @@ class _Instrument:
             f"not {target!r}"
         )
 
-    def _probe(self) -> _codegen.Probe:
+    def _probe(self, failures: _Failures) -> _codegen.Probe:
         raise NotImplementedError
 
     def _wrap_awaitable(
@@ -120,8 +191,22 @@ class _Instrument:
                 "child, metric.labels(...), instead"
             )
 
-    def _child(self, values: LabelValues) -> Any:
-        return _child_of(self._metric, values)
+    def _chooser(self, failures: _Failures) -> Callable[..., Any]:
+        """
+        A function of a call's arguments that returns the bound child for
+        them, or a stand-in that records nothing if choosing failed.
+        """
+        metric, labels = self._metric, self._labels
+        assert labels is not None  # noqa: S101 -- only with labels=
+
+        def child(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return _child_of(metric, labels(*args, **kwargs))
+            except Exception as error:  # noqa: BLE001 -- the user's code
+                failures.failed("labels=", error)
+                return _NOTHING
+
+        return child
 
 
 def _child_of(metric: Any, values: LabelValues) -> Any:
@@ -137,8 +222,9 @@ class Timer(_Instrument):
     Observes how long something takes, in seconds.
 
     Returned by :func:`time`. Use it as a decorator, on an awaitable, or as a
-    (sync or async) context manager. It may be entered by many tasks and
-    threads at once: each ``with`` block keeps its own start time.
+    (sync or async) context manager. It may be entered by many tasks,
+    generators and threads at once: each ``with`` block keeps its own start
+    time.
     """
 
     __slots__ = ("_starts",)
@@ -148,48 +234,86 @@ class Timer(_Instrument):
         self, metric: Any, labels: LabelsFromCall | None = None
     ) -> None:
         super().__init__(metric, labels)
-        self._starts: contextvars.ContextVar[tuple[float, Any]] = (
-            contextvars.ContextVar("prom_async_timer_starts")
-        )
+        # The start of each block under way, by the frame it runs in (a
+        # frame runs one block at a time, or nested ones: a chain).
+        self._starts: dict[int, tuple[float, Any]] = {}
 
-    def _probe(self) -> _codegen.Probe:
-        names: dict[str, object] = {"_pa_clock": perf_counter}
+    def _probe(self, failures: _Failures) -> _codegen.Probe:
+        names: dict[str, object] = {
+            "_pa_clock": perf_counter,
+            "_pa_timed_since": _timed_since,
+            "_pa_Unstarted": _Unstarted,
+        }
         if self._labels is None:
             names["_pa_observe"] = self._metric.observe
             enter = "_pa_start = _pa_clock()"
         else:
-            names["_pa_labels"] = self._labels
-            names["_pa_child"] = self._child
+            names["_pa_child"] = self._chooser(failures)
             enter = (
-                "_pa_observe = _pa_child(_pa_labels(ARGS)).observe\n"
+                "_pa_observe = _pa_child({args}).observe\n"
                 "_pa_start = _pa_clock()"
             )
-        leave = "finally:\n    _pa_observe(_pa_clock() - _pa_start)"
-        return _codegen.Probe(enter, leave, names)
+        return _codegen.Probe(
+            enter=enter,
+            always="_pa_observe(_pa_clock() - _pa_start)",
+            on_error="",
+            defer=(
+                "return _pa_timed_since(_pa_result, _pa_observe, _pa_start, "
+                "_pa_Unstarted(_pa_result))"
+            ),
+            names=names,
+        )
 
     def _wrap_awaitable(
         self, awaitable: Awaitable[_T]
     ) -> Coroutine[Any, Any, _T]:
-        return _timed(awaitable, self._metric.observe, perf_counter())
+        return _timed(awaitable, self._metric)
 
     def __enter__(self) -> None:
         self._refuse_labels_in_block()
-        self._starts.set((perf_counter(), self._starts.get(None)))
+        key = id(sys._getframe(1))  # noqa: SLF001 -- the block's own frame
+        self._starts[key] = (perf_counter(), self._starts.get(key))
 
     def __exit__(self, *exc_info: object) -> None:
-        start, outer = self._starts.get()
-        self._metric.observe(perf_counter() - start)
-        self._starts.set(outer)
+        self._leave(id(sys._getframe(1)))  # noqa: SLF001
 
     async def __aenter__(self) -> None:
-        self.__enter__()
+        self._refuse_labels_in_block()
+        key = id(sys._getframe(1))  # noqa: SLF001 -- the awaiting frame
+        self._starts[key] = (perf_counter(), self._starts.get(key))
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.__exit__(*exc_info)
+        self._leave(id(sys._getframe(1)))  # noqa: SLF001
+
+    def _leave(self, key: int) -> None:
+        now = perf_counter()
+        entry = self._starts.pop(key, None)
+        if entry is None:
+            log.warning(
+                "%r was left by a block it did not see entered "
+                "(entered in another frame?); nothing is observed",
+                self,
+            )
+            return
+        start, outer = entry
+        if outer is not None:
+            self._starts[key] = outer
+        self._metric.observe(now - start)
 
 
-async def _timed(
-    awaitable: Awaitable[_T], observe: Callable[[float], object], start: float
+async def _timed(awaitable: Awaitable[_T], metric: Observer) -> _T:
+    start = perf_counter()
+    try:
+        return await awaitable
+    finally:
+        metric.observe(perf_counter() - start)
+
+
+async def _timed_since(
+    awaitable: Awaitable[_T],
+    observe: Callable[[float], object],
+    start: float,
+    _unstarted: _Unstarted,
 ) -> _T:
     try:
         return await awaitable
@@ -206,7 +330,7 @@ class ExceptionCounter(_Instrument):
     re-raised unchanged.
     """
 
-    __slots__ = ("_exc", "_exc_labels")
+    __slots__ = ("_exc", "_exc_labels", "_failures")
     _verb = "count_exceptions"
 
     def __init__(
@@ -219,49 +343,103 @@ class ExceptionCounter(_Instrument):
         super().__init__(metric, labels)
         self._exc = exc
         self._exc_labels = exc_labels
+        self._failures = _Failures(f"{self._verb}() in a with block")
 
-    def _probe(self) -> _codegen.Probe:
+    def _probe(self, failures: _Failures) -> _codegen.Probe:
         if self._labels is None and self._exc_labels is None:
             return _codegen.Probe(
-                "",
-                "except _pa_exc:\n    _pa_inc()\n    raise",
-                {"_pa_exc": self._exc, "_pa_inc": self._metric.inc},
+                enter="",
+                always="",
+                on_error="_pa_inc()",
+                defer=(
+                    "return _pa_counted(_pa_result, _pa_exc, _pa_metric, "
+                    "_pa_Unstarted(_pa_result))"
+                ),
+                names={
+                    "_pa_exc": self._exc,
+                    "_pa_inc": self._metric.inc,
+                    "_pa_metric": self._metric,
+                    "_pa_counted": _counted,
+                    "_pa_Unstarted": _Unstarted,
+                },
             )
-        from_call = "None" if self._labels is None else "_pa_labels(ARGS)"
+
+        def count(error: BaseException, *args: Any, **kwargs: Any) -> None:
+            self._count(error, failures, args, kwargs)
+
+        async def counted(
+            awaitable: Awaitable[_T],
+            _unstarted: _Unstarted,
+            *args: Any,
+            **kwargs: Any,
+        ) -> _T:
+            try:
+                return await awaitable
+            except self._exc as error:
+                self._count(error, failures, args, kwargs)
+                raise
+
         return _codegen.Probe(
-            "",
-            "except _pa_exc as _pa_error:\n"
-            f"    _pa_count(_pa_error, {from_call})\n"
-            "    raise",
-            {
+            enter="",
+            always="",
+            on_error="_pa_count(_pa_error, {args})",
+            defer=(
+                "return _pa_counted(_pa_result, _pa_Unstarted(_pa_result), "
+                "{args})"
+            ),
+            names={
                 "_pa_exc": self._exc,
-                "_pa_count": self._count,
-                "_pa_labels": self._labels,
+                "_pa_count": count,
+                "_pa_counted": counted,
+                "_pa_Unstarted": _Unstarted,
             },
         )
 
     def _count(
-        self, error: BaseException, from_call: LabelValues | None
+        self,
+        error: BaseException,
+        failures: _Failures,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
     ) -> None:
-        if self._exc_labels is None:
-            values = from_call
-        elif from_call is None:
-            values = self._exc_labels(error)
-        else:
-            values = _joined(from_call, self._exc_labels(error))
-        if values is None:
-            self._metric.inc()
-        else:
-            self._child(values).inc()
+        try:
+            from_call = (
+                None
+                if self._labels is None
+                else self._labels(*(args or ()), **(kwargs or {}))
+            )
+        except Exception as failure:  # noqa: BLE001 -- the user's code
+            failures.failed("labels=", failure)
+            return
+        try:
+            if self._exc_labels is None:
+                values = from_call
+            elif from_call is None:
+                values = self._exc_labels(error)
+            else:
+                values = _joined(from_call, self._exc_labels(error))
+            child = self._metric if values is None else self._child(values)
+        except Exception as failure:  # noqa: BLE001 -- the user's code
+            failures.failed("exc_labels=", failure)
+            return
+        child.inc()
+
+    def _child(self, values: LabelValues) -> Any:
+        return _child_of(self._metric, values)
 
     def _wrap_awaitable(
         self, awaitable: Awaitable[_T]
     ) -> Coroutine[Any, Any, _T]:
+        if self._exc_labels is None:
+            return _counted(awaitable, self._exc, self._metric)
         return self._counted(awaitable)
 
     async def _counted(self, awaitable: Awaitable[_T]) -> _T:
-        with self:
+        try:
             return await awaitable
+        except self._exc as error:
+            self._count(error, self._failures)
+            raise
 
     def __enter__(self) -> None:
         self._refuse_labels_in_block()
@@ -273,7 +451,7 @@ class ExceptionCounter(_Instrument):
         traceback: object,
     ) -> None:
         if exc is not None and isinstance(exc, self._exc):
-            self._count(exc, None)
+            self._count(exc, self._failures)
 
     async def __aenter__(self) -> None:
         self.__enter__()
@@ -285,6 +463,19 @@ class ExceptionCounter(_Instrument):
         traceback: object,
     ) -> None:
         self.__exit__(exc_type, exc, traceback)
+
+
+async def _counted(
+    awaitable: Awaitable[_T],
+    exc: ExceptionTypes,
+    metric: Incrementer,
+    _unstarted: _Unstarted | None = None,
+) -> _T:
+    try:
+        return await awaitable
+    except exc:
+        metric.inc()
+        raise
 
 
 def _joined(first: LabelValues, second: LabelValues) -> LabelValues:
@@ -314,24 +505,43 @@ class InProgressTracker(_Instrument):
     __slots__ = ()
     _verb = "track_inprogress"
 
-    def _probe(self) -> _codegen.Probe:
+    def _probe(self, failures: _Failures) -> _codegen.Probe:
         if self._labels is None:
             return _codegen.Probe(
-                "_pa_inc()",
-                "finally:\n    _pa_dec()",
-                {"_pa_inc": self._metric.inc, "_pa_dec": self._metric.dec},
+                enter="_pa_inc()",
+                always="_pa_dec()",
+                on_error="",
+                defer=(
+                    "_pa_dec()\nreturn _pa_tracked(_pa_result, _pa_metric, "
+                    "_pa_Unstarted(_pa_result))"
+                ),
+                names={
+                    "_pa_inc": self._metric.inc,
+                    "_pa_dec": self._metric.dec,
+                    "_pa_metric": self._metric,
+                    "_pa_tracked": _tracked,
+                    "_pa_Unstarted": _Unstarted,
+                },
             )
         return _codegen.Probe(
-            "_pa_gauge = _pa_child(_pa_labels(ARGS))\n_pa_gauge.inc()",
-            "finally:\n    _pa_gauge.dec()",
-            {"_pa_child": self._child, "_pa_labels": self._labels},
+            enter="_pa_gauge = _pa_child({args})\n_pa_gauge.inc()",
+            always="_pa_gauge.dec()",
+            on_error="",
+            defer=(
+                "_pa_gauge.dec()\nreturn _pa_tracked(_pa_result, _pa_gauge, "
+                "_pa_Unstarted(_pa_result))"
+            ),
+            names={
+                "_pa_child": self._chooser(failures),
+                "_pa_tracked": _tracked,
+                "_pa_Unstarted": _Unstarted,
+            },
         )
 
     def _wrap_awaitable(
         self, awaitable: Awaitable[_T]
     ) -> Coroutine[Any, Any, _T]:
-        self._metric.inc()
-        return _tracked(awaitable, self._metric.dec)
+        return _tracked(awaitable, self._metric)
 
     def __enter__(self) -> None:
         self._refuse_labels_in_block()
@@ -347,11 +557,16 @@ class InProgressTracker(_Instrument):
         self.__exit__(*exc_info)
 
 
-async def _tracked(awaitable: Awaitable[_T], dec: Callable[[], object]) -> _T:
+async def _tracked(
+    awaitable: Awaitable[_T],
+    gauge: IncDecrementer,
+    _unstarted: _Unstarted | None = None,
+) -> _T:
+    gauge.inc()
     try:
         return await awaitable
     finally:
-        dec()
+        gauge.dec()
 
 
 def _check_metric(
@@ -419,6 +634,64 @@ def _check_labels(verb: str, name: str, labels: object) -> None:
         )
 
 
+def _check_labels_fit(
+    verb: str, labels: Callable[..., Any] | None, target: Callable[..., Any]
+) -> None:
+    """
+    Refuse a *labels* callable that cannot take the arguments that every
+    call of *target* passes on to it.
+    """
+    if labels is None:
+        return
+    try:
+        wanted = inspect.signature(labels)
+        given = inspect.signature(target)
+    except (TypeError, ValueError):  # No signature to compare: trust it.
+        return
+    args: list[object] = []
+    kwargs: dict[str, object] = {}
+    for parameter in given.parameters.values():
+        if parameter.kind in {
+            parameter.POSITIONAL_ONLY,
+            parameter.POSITIONAL_OR_KEYWORD,
+        }:
+            args.append(parameter.name)
+        elif parameter.kind is parameter.KEYWORD_ONLY:
+            kwargs[parameter.name] = parameter.name
+    try:
+        wanted.bind(*args, **kwargs)
+    except TypeError as error:
+        raise TypeError(
+            f"{verb}(labels={labels!r}) is called with the arguments of "
+            f"{target!r}{given}, and cannot take them: {error}"
+        ) from None
+
+
+# What the awaitable forms check once per kind of object, not per call: the
+# classes of metrics that have the methods an instrument needs (mapped to
+# whether they are prometheus_client's, whose instances may still have label
+# names to bind), and awaitable classes. Both are few in a program; the caps
+# only bound odd ones.
+_CHECKED_CAP = 256
+_observer_types: dict[type, bool] = {}
+_incrementer_types: dict[type, bool] = {}
+_gauge_types: dict[type, bool] = {}
+_awaitable_types: set[type] = {types.CoroutineType}
+
+
+def _remember(
+    checked: dict[type, bool], metric: object, future: object
+) -> None:
+    """
+    Remember the classes of a *metric* and a *future* that passed the
+    checks.
+    """
+    if len(checked) < _CHECKED_CAP:
+        checked[metric.__class__] = _label_names(metric) is not None
+    if len(_awaitable_types) < _CHECKED_CAP and inspect.isawaitable(future):
+        _awaitable_types.add(future.__class__)
+
+
 @overload
 def time(metric: Observer, future: None = None) -> Timer: ...
 
@@ -472,6 +745,17 @@ def time(
     ``def`` for the call; a generator or async generator from its first
     iteration until it is exhausted or closed.
     """
+    if (
+        labels is None
+        and future.__class__ in _awaitable_types
+        and (labelled := _observer_types.get(metric.__class__)) is not None
+        and (
+            not labelled
+            or not metric._labelnames  # type: ignore[union-attr]  # noqa: SLF001
+            or metric._labelvalues  # type: ignore[union-attr]  # noqa: SLF001
+        )
+    ):
+        return _timed(future, metric)  # type: ignore[arg-type]
     _check_labels("time", "labels", labels)
     _check_metric(
         "time",
@@ -483,7 +767,9 @@ def time(
     timer = Timer(metric, labels)
     if future is None:
         return timer
-    return timer(future)
+    timed = timer(future)
+    _remember(_observer_types, metric, future)
+    return timed
 
 
 @overload
@@ -569,6 +855,19 @@ def count_exceptions(
         ValueError: a prometheus_client *metric* has label names but no label
             callable was given, or the other way round.
     """
+    if (
+        exc is Exception
+        and labels is None
+        and exc_labels is None
+        and future.__class__ in _awaitable_types
+        and (labelled := _incrementer_types.get(metric.__class__)) is not None
+        and (
+            not labelled
+            or not metric._labelnames  # type: ignore[union-attr]  # noqa: SLF001
+            or metric._labelvalues  # type: ignore[union-attr]  # noqa: SLF001
+        )
+    ):
+        return _counted(future, exc, metric)  # type: ignore[arg-type]
     _check_exception_types(exc)
     _check_labels("count_exceptions", "labels", labels)
     _check_labels("count_exceptions", "exc_labels", exc_labels)
@@ -582,7 +881,10 @@ def count_exceptions(
     counter = ExceptionCounter(metric, exc, labels, exc_labels)
     if future is None:
         return counter
-    return counter(future)
+    counted = counter(future)
+    if exc is Exception and exc_labels is None:
+        _remember(_incrementer_types, metric, future)
+    return counted
 
 
 @overload
@@ -632,6 +934,17 @@ def track_inprogress(
         ValueError: a prometheus_client *metric* has label names but no
             *labels* was given, or the other way round.
     """
+    if (
+        labels is None
+        and future.__class__ in _awaitable_types
+        and (labelled := _gauge_types.get(metric.__class__)) is not None
+        and (
+            not labelled
+            or not metric._labelnames  # type: ignore[union-attr]  # noqa: SLF001
+            or metric._labelvalues  # type: ignore[union-attr]  # noqa: SLF001
+        )
+    ):
+        return _tracked(future, metric)  # type: ignore[arg-type]
     _check_labels("track_inprogress", "labels", labels)
     _check_metric(
         "track_inprogress",
@@ -643,4 +956,6 @@ def track_inprogress(
     tracker = InProgressTracker(metric, labels)
     if future is None:
         return tracker
-    return tracker(future)
+    tracked = tracker(future)
+    _remember(_gauge_types, metric, future)
+    return tracked
