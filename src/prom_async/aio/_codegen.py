@@ -12,9 +12,9 @@ when an exception of the probe's types passes (``on_error``), and what to do
 with an awaitable that a plain function returns (``defer``). In the probe's
 source, ``{args}`` stands for the forwarded arguments and ``{target}`` for
 the wrapped callable; every other name the source uses starts with ``_pa_``
-and is bound in the wrapper's namespace, so no parameter of the wrapped
-function can shadow it (a function with such a parameter gets a wrapper
-that takes ``*args, **kwargs``).
+and is bound in the wrapper's namespace. Where the wrapped function has a
+parameter of that prefix, the wrapper's names take another (``_pa1_``, ...),
+so no parameter can shadow them.
 
 Each wrapper is compiled under a file name of its own, with its source in
 :mod:`linecache`, so a traceback through it shows its lines and says what it
@@ -159,18 +159,14 @@ class _Signature(NamedTuple):
     defaults: dict[str, object]
 
 
-_GENERIC = _Signature(
-    params="*_pa_args, **_pa_kwargs",
-    forward="*_pa_args, **_pa_kwargs",
-    defaults={},
-)
-
-
-def _signature_of(function: types.FunctionType) -> _Signature:  # noqa: C901
+def _signature_of(  # noqa: C901
+    function: types.FunctionType, prefix: str
+) -> _Signature:
     # one branch per kind of parameter: splitting it would hide the order
     """
     The parameter list of *function*, read from its code object, and the
-    argument list that forwards every parameter to it.
+    argument list that forwards every parameter to it; its defaults are
+    bound under names that start with *prefix*.
     """
     code = function.__code__
     positional = code.co_varnames[: code.co_argcount]
@@ -192,7 +188,7 @@ def _signature_of(function: types.FunctionType) -> _Signature:  # noqa: C901
     forward: list[str] = []
     for index, name in enumerate(positional):
         if index >= first_default:
-            default = f"{_PREFIX}default_{index}"
+            default = f"{prefix}default_{index}"
             defaults[default] = positional_defaults[index - first_default]
             params.append(f"{name}={default}")
         else:
@@ -208,7 +204,7 @@ def _signature_of(function: types.FunctionType) -> _Signature:  # noqa: C901
     keyword_defaults = function.__kwdefaults__ or {}
     for index, name in enumerate(keyword_only):
         if name in keyword_defaults:
-            default = f"{_PREFIX}kwdefault_{index}"
+            default = f"{prefix}kwdefault_{index}"
             defaults[default] = keyword_defaults[name]
             params.append(f"{name}={default}")
         else:
@@ -266,26 +262,34 @@ def _build(
     signature: _Signature,
     target: object,
     describes: str,
+    *,
+    prefix: str = _PREFIX,
 ) -> types.FunctionType:
-    name = f"{_PREFIX}wrapper"
-    fields = {"target": f"{_PREFIX}target", "args": signature.forward}
-    source = kind.template.format(
-        name=name,
+    def ours(code: str) -> str:
+        # Before the parameters go in: only our own names have the prefix.
+        return code.replace(_PREFIX, prefix)
+
+    fields = {"target": f"{prefix}target", "args": signature.forward}
+    source = ours(kind.template).format(
+        name=f"{prefix}wrapper",
         params=signature.params,
-        enter=_indented(probe.enter.format(**fields), 1),
-        leave=_indented(_leave(probe).format(**fields), 1),
-        raised=_indented(_raised(probe).format(**fields), 1),
-        defer=_indented(probe.defer.format(**fields), 2),
-        always=_indented(probe.always.format(**fields), 1),
+        enter=_indented(ours(probe.enter).format(**fields), 1),
+        leave=_indented(ours(_leave(probe)).format(**fields), 1),
+        raised=_indented(ours(_raised(probe)).format(**fields), 1),
+        defer=_indented(ours(probe.defer).format(**fields), 2),
+        always=_indented(ours(probe.always).format(**fields), 1),
         **fields,
     )
     namespace: dict[str, object] = {
-        **_BUILTINS,
-        f"{_PREFIX}isawaitable": inspect.isawaitable,
-        **probe.names,
-        **signature.defaults,
-        f"{_PREFIX}target": target,
+        ours(name): value
+        for name, value in {
+            **_BUILTINS,
+            f"{_PREFIX}isawaitable": inspect.isawaitable,
+            **probe.names,
+        }.items()
     }
+    namespace.update(signature.defaults)
+    namespace[f"{prefix}target"] = target
     filename = f"<prom_async.aio.{describes} #{next(_serial)}>"
     code = compile(source, filename, "exec")
     linecache.cache[filename] = (
@@ -295,8 +299,19 @@ def _build(
         filename,
     )
     exec(code, namespace)  # noqa: S102 -- our own template
-    built: types.FunctionType = namespace[name]  # type: ignore[assignment]
+    built: types.FunctionType = namespace[f"{prefix}wrapper"]  # type: ignore[assignment]
     return built
+
+
+def _free_prefix(names: tuple[str, ...]) -> str:
+    """
+    A prefix for the wrapper's own names that no name in *names* has.
+    """
+    for serial in itertools.count():
+        prefix = f"_pa{serial or ''}_"
+        if not any(name.startswith(prefix) for name in names):
+            return prefix
+    raise AssertionError  # pragma: no cover -- count() never ends
 
 
 def _indented(lines: str, depth: int) -> str:
@@ -324,11 +339,14 @@ def wrap_function(
     Return a function with *target*'s parameters that runs *probe* around
     each call of *target*.
     """
-    signature = _signature_of(target)
-    if any(name.startswith(_PREFIX) for name in target.__code__.co_varnames):
-        signature = _GENERIC
+    prefix = _free_prefix(target.__code__.co_varnames)
     wrapper = _build(
-        kind, probe, signature, target, _described(verb, kind, target)
+        kind,
+        probe,
+        _signature_of(target, prefix),
+        target,
+        _described(verb, kind, target),
+        prefix=prefix,
     )
     functools.update_wrapper(wrapper, target)
     return wrapper
