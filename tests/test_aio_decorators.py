@@ -1300,3 +1300,176 @@ class TestTracebacks:
 
         generator = numbers(1, 2, 3)
         assert [1, 5] == list(generator)
+
+
+class TestAwaitableForms:
+    async def test_repeated_calls_take_the_checked_path(self, registry):
+        """The second call with the same kinds of objects gives the same."""
+        histogram = Histogram("work_seconds", "", registry=registry)
+        counter = Counter("work_errors", "", registry=registry)
+        gauge = Gauge("work_inprogress", "", registry=registry)
+
+        async def fail():
+            raise ValueError
+
+        for _ in range(2):
+            assert 1 == await time(histogram, asyncio.sleep(0, 1))
+            assert 2 == await track_inprogress(gauge, asyncio.sleep(0, 2))
+            with pytest.raises(ValueError):
+                await count_exceptions(counter, fail())
+
+        assert 2.0 == observed(registry)[0]
+        assert 2.0 == errors(registry)
+        assert 0.0 == inprogress(registry)
+
+    async def test_labelled_parent_refused_after_a_checked_call(
+        self, registry
+    ):
+        """A labelled parent of a class seen before is still refused."""
+        plain = Histogram("plain_seconds", "", registry=registry)
+        labelled = Histogram("work_seconds", "", ["path"], registry=registry)
+        counter = Counter("work_errors", "", ["path"], registry=registry)
+        gauge = Gauge("work_inprogress", "", ["path"], registry=registry)
+        await time(plain, asyncio.sleep(0))
+        await time(labelled.labels("/"), asyncio.sleep(0))
+        await count_exceptions(counter.labels("/"), asyncio.sleep(0))
+        await track_inprogress(gauge.labels("/"), asyncio.sleep(0))
+
+        for instrument, metric in (
+            (time, labelled),
+            (count_exceptions, counter),
+            (track_inprogress, gauge),
+        ):
+            coroutine = asyncio.sleep(0)
+            with pytest.raises(ValueError, match="label names"):
+                instrument(metric, coroutine)
+            await coroutine
+
+        assert 1.0 == observed(registry, {"path": "/"})[0]
+
+    async def test_exc_labels_on_an_awaitable(self, registry):
+        """count_exceptions(m, aw, exc_labels=...) labels by the error."""
+        labelled = Counter("work_errors", "", ["kind"], registry=registry)
+
+        async def fail():
+            raise KeyError
+
+        with pytest.raises(KeyError):
+            await count_exceptions(
+                labelled, fail(), exc_labels=lambda e: [type(e).__name__]
+            )
+        assert 1.0 == await count_exceptions(
+            labelled, asyncio.sleep(0, 1.0), exc_labels=lambda e: ["x"]
+        )
+
+        assert 1.0 == errors(registry, {"kind": "KeyError"})
+
+    async def test_with_no_room_left_to_remember(
+        self, registry, histogram, monkeypatch
+    ):
+        """Past the cap, every call is checked in full, and still works."""
+        monkeypatch.setattr(_decorators, "_CHECKED_CAP", 0)
+        monkeypatch.setattr(_decorators, "_observer_types", {})
+
+        assert 1 == await time(histogram, asyncio.sleep(0, 1))
+        assert 1 == await time(histogram, asyncio.sleep(0, 1))
+
+        assert {} == _decorators._observer_types
+        assert 2.0 == observed(registry)[0]
+
+    def test_a_callable_as_second_argument_is_decorated(
+        self, registry, histogram
+    ):
+        """time(m, function) decorates the function, as time(m)(function)."""
+        timed = time(histogram, lambda: 5)
+
+        assert 5 == timed()
+        assert 1.0 == observed(registry)[0]
+
+
+class TestJoinedLabels:
+    async def test_strings_and_sequences_join(self, registry):
+        """A single string from either callable is one value."""
+        labelled = Counter(
+            "work_errors", "", ["path", "kind"], registry=registry
+        )
+
+        @count_exceptions(
+            labelled, labels=lambda path: path, exc_labels=lambda e: "boom"
+        )
+        def fail(path):
+            raise ValueError
+
+        with pytest.raises(ValueError):
+            fail("/a")
+
+        assert 1.0 == errors(registry, {"path": "/a", "kind": "boom"})
+
+    def test_mapping_and_sequence_do_not_mix(self, registry, caplog):
+        """Values by name and by position cannot be joined: logged, skipped."""
+        labelled = Counter(
+            "work_errors", "", ["path", "kind"], registry=registry
+        )
+
+        @count_exceptions(
+            labelled,
+            labels=lambda path: {"path": path},
+            exc_labels=lambda e: ["boom"],
+        )
+        def fail(path):
+            raise ValueError
+
+        with pytest.raises(ValueError):
+            fail("/a")
+
+        assert "both by name" in caplog.text
+        assert [] == list(labelled.collect()[0].samples)
+
+    def test_raising_call_labels_when_counting(self, registry, caplog):
+        """A labels= that raises while counting is logged; the error stays."""
+        labelled = Counter("work_errors", "", ["path"], registry=registry)
+
+        def broken(path):
+            raise RuntimeError("labels bug")
+
+        @count_exceptions(labelled, labels=broken)
+        def fail(path):
+            raise ValueError("the application's own")
+
+        with pytest.raises(ValueError, match="the application's own"):
+            fail("/a")
+
+        assert "labels bug" in caplog.text
+
+
+class TestLabelsFit:
+    def test_metric_without_labels_method(self):
+        """labels= needs a metric with a labels() method."""
+
+        class Plain:
+            def observe(self, value): ...
+
+        with pytest.raises(TypeError, match=r"labels\(\) method"):
+            time(Plain(), labels=lambda: ["x"])
+
+    def test_callables_without_signature_are_trusted(self, registry):
+        """A labels= whose signature cannot be read is not checked."""
+        labelled = Histogram("work_seconds", "", ["path"], registry=registry)
+
+        @time(labelled, labels=str)
+        def handle(path): ...
+
+        handle("/a")
+
+        assert 1.0 == observed(registry, {"path": "/a"})[0]
+
+    def test_variadic_targets(self, registry):
+        """*args and **kwargs of the target are not required of labels=."""
+        labelled = Histogram("work_seconds", "", ["path"], registry=registry)
+
+        @time(labelled, labels=lambda path, *args, **kwargs: [path])
+        def handle(path, *args, **kwargs): ...
+
+        handle("/a", 1, x=2)
+
+        assert 1.0 == observed(registry, {"path": "/a"})[0]

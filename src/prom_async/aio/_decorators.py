@@ -176,12 +176,12 @@ class _Instrument:
         )
 
     def _probe(self, failures: _Failures) -> _codegen.Probe:
-        raise NotImplementedError
+        raise NotImplementedError  # pragma: no cover -- each instrument's own
 
     def _wrap_awaitable(
         self, awaitable: Awaitable[_T]
     ) -> Coroutine[Any, Any, _T]:
-        raise NotImplementedError
+        raise NotImplementedError  # pragma: no cover -- each instrument's own
 
     def _refuse_labels_in_block(self) -> None:
         if self._labels is not None:
