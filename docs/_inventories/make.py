@@ -68,10 +68,9 @@ def _python_entries() -> tuple[tuple[str, str, str], ...]:
             for name in names
         )
 
-    add("class", "functions", "bool", "float", "int", "object", "type")
-    add("class", "stdtypes", "bytes", "dict", "frozenset", "list", "str")
-    add("class", "stdtypes", "tuple")
-    add("data", "constants", "None", "True", "False")
+    add("class", "functions", "bool", "float", "int")
+    add("class", "stdtypes", "dict", "str", "tuple")
+    add("data", "constants", "None")
     add(
         "exception",
         "exceptions",
@@ -79,20 +78,13 @@ def _python_entries() -> tuple[tuple[str, str, str], ...]:
         "Exception",
         "GeneratorExit",
         "KeyboardInterrupt",
-        "LookupError",
         "OSError",
         "RuntimeError",
-        "StopAsyncIteration",
         "SystemExit",
-        "TimeoutError",
         "TypeError",
         "ValueError",
     )
     add("exception", "asyncio-exceptions", "asyncio.CancelledError")
-    add("class", "asyncio-eventloop", "asyncio.AbstractEventLoop")
-    add("class", "asyncio-task", "asyncio.Task")
-    add("function", "asyncio-task", "asyncio.wait_for")
-    add("function", "asyncio-runner", "asyncio.run")
     add(
         "class",
         "collections.abc",
@@ -104,6 +96,9 @@ def _python_entries() -> tuple[tuple[str, str, str], ...]:
         "collections.abc.Sequence",
     )
     add("class", "ssl", "ssl.SSLContext")
+    add("method", "ssl", "ssl.SSLContext.load_cert_chain")
+    add("function", "ssl", "ssl.create_default_context")
+    add("data", "ssl", "ssl.Purpose.CLIENT_AUTH")
     add("class", "threading", "threading.Thread")
     add("function", "gc", "gc.freeze")
     add("class", "typing", "typing.ParamSpec", "typing.Protocol")

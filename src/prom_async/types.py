@@ -35,7 +35,9 @@ __all__ = [
 
 class Observer(Protocol):
     """
-    Something that records a value, like a Histogram or a Summary.
+    Something that records a value, like a
+    :class:`~prometheus_client.Histogram` or a
+    :class:`~prometheus_client.Summary`.
 
     What :func:`~prom_async.aio.time` needs.
     """
@@ -49,7 +51,7 @@ class Observer(Protocol):
 
 class Incrementer(Protocol):
     """
-    Something that counts, like a Counter.
+    Something that counts, like a :class:`~prometheus_client.Counter`.
 
     What :func:`~prom_async.aio.count_exceptions` needs.
     """
@@ -62,7 +64,8 @@ class Incrementer(Protocol):
 
 class IncDecrementer(Protocol):
     """
-    Something that goes up and down, like a Gauge.
+    Something that goes up and down, like a
+    :class:`~prometheus_client.Gauge`.
 
     What :func:`~prom_async.aio.track_inprogress` needs.
     """
