@@ -16,6 +16,7 @@ import ssl
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -26,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from fixtures_consul import sd_log_records
 from fixtures_servers import Serve, eventually
+from prom_async.aio._consul_client import AgentClient
 from prom_async.aio.sd import (
     ConsulAgent,
     ConsulRegistration,
@@ -163,6 +165,16 @@ async def down_agent() -> AsyncIterator[FakeConsulAgent]:
         await fake.stop()
 
 
+@pytest.fixture
+def token_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """
+    Where CONSUL_HTTP_TOKEN_FILE points, for this test; not created.
+    """
+    path = tmp_path / "token"
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN_FILE", str(path))
+    return path
+
+
 def svc_agent(agent: FakeConsulAgent, **options: Any) -> ConsulAgent:
     """
     A ConsulAgent named ``svc`` for *agent*, with FAST timings unless
@@ -268,6 +280,8 @@ class TestConsulAgent:
             ({"deregister": "yes"}, TypeError),
             ({"agent_address": "unix:///tmp/consul.sock"}, ValueError),
             ({"agent_address": "127.0.0.1:notaport"}, ValueError),
+            ({"agent_address": "127.0.0.1:99999"}, ValueError),
+            ({"agent_address": " "}, ValueError),
             ({"agent_tls": "yes"}, TypeError),
             ({"address": "0.0.0.0"}, ValueError),
             ({"address": "::"}, ValueError),
@@ -275,11 +289,13 @@ class TestConsulAgent:
             ({"meta": {"consul-x": "v"}}, ValueError),
             ({"meta": {"k": 1}}, TypeError),
             ({"meta": ["k"]}, TypeError),
+            ({"meta": {"k": "v" * 513}}, ValueError),
             ({"check_interval": 0}, ValueError),
             ({"check_timeout": "5s"}, TypeError),
             ({"deregister_critical_after": 30}, ValueError),
             ({"check_url": "/metrics"}, ValueError),
             ({"check_headers": {"X": [1]}}, TypeError),
+            ({"check_headers": ["Authorization: Bearer t"]}, TypeError),
             ({"retry_initial_delay": 2, "retry_max_delay": 1}, ValueError),
             ({"resync_interval": -1}, ValueError),
         ],
@@ -351,6 +367,17 @@ class TestConsulAgent:
         )
 
         assert ("10.1.2.3", "http://10.1.2.3:9100/metrics") == (
+            definition["address"],
+            definition["check"]["http"],
+        )
+
+    def test_host_name_address(self) -> None:
+        """A host name is an address: registered and checked as given."""
+        definition = ConsulAgent(address="metrics.example").service_definition(
+            StubServer(socket=Bound("0.0.0.0", 9100))
+        )
+
+        assert ("metrics.example", "http://metrics.example:9100/metrics") == (
             definition["address"],
             definition["check"]["http"],
         )
@@ -554,6 +581,71 @@ class TestConsulAgent:
         assert not server.is_registered
         assert 1 == len(sd_log_records(caplog, logging.ERROR))
 
+    async def test_not_found_is_a_refusal(
+        self,
+        agent: FakeConsulAgent,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A 404 (an address that is not a Consul agent) is refused, not
+        taken for a registration."""
+        agent.refusal = (404, "404 page not found")
+        consul_agent = svc_agent(agent)
+
+        registration = await consul_agent.register(StubServer())
+        try:
+            await eventually(
+                lambda: agent.count("PUT", "/v1/agent/service/register") >= 3,
+                what="retries",
+            )
+
+            assert not registration.is_registered
+            assert registration.error is not None
+            assert (404, "404 page not found") == (
+                registration.error.status,
+                registration.error.message,
+            )
+            assert 1 == len(sd_log_records(caplog, logging.ERROR))
+            assert [] == sd_log_records(caplog, logging.INFO)
+        finally:
+            await registration()
+
+    async def test_unexpected_error(
+        self,
+        agent: FakeConsulAgent,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """An error nobody expected (a bug) is logged with its traceback,
+        and the work goes on: the service is registered again."""
+        looks = []
+        service_ids = AgentClient.service_ids
+
+        async def fails_once(self: AgentClient) -> frozenset[str]:
+            looks.append(self)
+            if len(looks) == 1:
+                raise RuntimeError("a bug")
+            return await service_ids(self)
+
+        monkeypatch.setattr(AgentClient, "service_ids", fails_once)
+        registration = await svc_agent(agent).register(StubServer())
+        try:
+            await eventually(
+                lambda: len(looks) >= 2, what="a look after the error"
+            )
+
+            (error,) = sd_log_records(caplog, logging.ERROR)
+            assert (
+                f"Unexpected error registering {registration.service_id!r} "
+                f"with Consul agent at {agent.address}; retrying in 0.05 s."
+            ) == error.getMessage()
+            assert error.exc_info is not None
+            assert "a bug" == str(error.exc_info[1])
+            assert 2 == agent.count("PUT", "/v1/agent/service/register")
+            assert registration.is_registered
+            assert registration.error is None
+        finally:
+            await registration()
+
     async def test_refusal_lifted(
         self, agent: FakeConsulAgent, serve: Serve
     ) -> None:
@@ -704,6 +796,86 @@ class TestConsulAgent:
 
 
 class TestConsulRegistration:
+    async def test_service(self, agent: FakeConsulAgent) -> None:
+        """service is the definition sent to the agent."""
+        consul_agent = svc_agent(agent, tags=["metrics"])
+
+        registration = await consul_agent.register(StubServer())
+        try:
+            assert (
+                consul_agent.service_definition(StubServer())
+                == registration.service
+            )
+            assert ["metrics"] == agent.services[registration.service_id][
+                "tags"
+            ]
+        finally:
+            await registration()
+
+    async def test_deregistration_refused(
+        self, agent: FakeConsulAgent, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A refused deregistration is logged; closing still finishes."""
+        registration = await svc_agent(agent).register(StubServer())
+        agent.refusal = (403, "Permission denied")
+
+        await registration()
+
+        (warning,) = sd_log_records(caplog, logging.WARNING)
+        assert (
+            f"Consul agent at {agent.address} refused to deregister "
+            f"{registration.service_id!r}: Consul answered 403: Permission "
+            "denied"
+        ) == warning.getMessage()
+        assert not registration.is_registered
+        assert registration._client.http._session.closed
+
+    @pytest.mark.parametrize(
+        "unreadable",
+        [
+            (None, "No such file or directory"),
+            (
+                b"\xfftoken",
+                (
+                    "'utf-8' codec can't decode byte 0xff in position 0: "
+                    "invalid start byte"
+                ),
+            ),
+        ],
+        ids=["missing", "not-utf-8"],
+    )
+    async def test_unreadable_token_file(
+        self,
+        agent: FakeConsulAgent,
+        token_file: Path,
+        caplog: pytest.LogCaptureFixture,
+        unreadable: tuple[bytes | None, str],
+    ) -> None:
+        """A CONSUL_HTTP_TOKEN_FILE that is missing or not UTF-8 is logged;
+        the service is registered without a token."""
+        content, reason = unreadable
+        if content is not None:
+            token_file.write_bytes(content)
+
+        registration = await svc_agent(agent).register(StubServer())
+        try:
+            assert registration.is_registered
+            assert [None] == [
+                headers.get("X-Consul-Token")
+                for _, _, headers in agent.requests
+            ]
+            expected = (
+                "Cannot read the Consul token from CONSUL_HTTP_TOKEN_FILE "
+                f"{str(token_file)!r} ({reason}); registering without a "
+                "token."
+            )
+            assert [expected] == [
+                record.getMessage()
+                for record in sd_log_records(caplog, logging.ERROR)
+            ]
+        finally:
+            await registration()
+
     async def test_is_a_deregisterer(self, agent: FakeConsulAgent) -> None:
         """register() returns an awaitable callable that can run twice."""
         consul_agent = svc_agent(agent)

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
-import consul.exceptions
 
 from ._consul_client import (
     DEFAULT_AGENT_ADDRESS,
+    UNREACHABLE,
     AgentClient,
     AgentEndpoint,
+    check_py_consul,
     parse_agent_address,
 )
 from ._consul_errors import ConsulRegistrationError
@@ -36,14 +37,6 @@ _META_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _META_MAX_PAIRS = 64
 _META_MAX_VALUE = 512
 _MIN_DEREGISTER_CRITICAL_AFTER = 60.0
-_STATUS_AND_REASON = re.compile(r"(\d{3}) ?(.*)", re.DOTALL)
-
-_UNREACHABLE = (
-    aiohttp.ClientError,
-    asyncio.TimeoutError,
-    OSError,
-    consul.exceptions.ConsulException,
-)
 
 
 class _BoundSocket(Protocol):
@@ -160,30 +153,6 @@ def _check_headers(headers: object) -> dict[str, list[str]] | None:
     return result
 
 
-def _rejection(
-    error: consul.exceptions.ConsulException,
-) -> ConsulRegistrationError:
-    if isinstance(error, consul.exceptions.ACLPermissionDenied):
-        return ConsulRegistrationError(403, str(error))
-    if isinstance(error, consul.exceptions.ACLDisabled):
-        return ConsulRegistrationError(401, str(error))
-    if isinstance(error, consul.exceptions.NotFound):
-        return ConsulRegistrationError(404, str(error))
-    parsed = _STATUS_AND_REASON.fullmatch(str(error))
-    if parsed is None:
-        return ConsulRegistrationError(400, str(error))
-    return ConsulRegistrationError(int(parsed[1]), parsed[2])
-
-
-_REJECTIONS = (
-    consul.exceptions.ACLPermissionDenied,
-    consul.exceptions.ACLDisabled,
-    consul.exceptions.NotFound,
-    consul.exceptions.ClientError,
-    consul.exceptions.BadRequest,
-)
-
-
 @dataclass(frozen=True)
 class _Timing:
     request_timeout: float
@@ -231,7 +200,10 @@ class ConsulRegistration:
         self._error: ConsulRegistrationError | None = None
         self._in_outage = False
         self._attempted = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = asyncio.get_running_loop().create_task(
+            self._keep_registered(),
+            name=f"consul-registration-{self.service_id}",
+        )
 
     @property
     def service_id(self) -> str:
@@ -264,12 +236,6 @@ class ConsulRegistration:
         """
         return self._error
 
-    def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._keep_registered(),
-            name=f"consul-registration-{self.service_id}",
-        )
-
     async def _wait_for_first_attempt(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self._attempted.wait(), timeout)
@@ -287,9 +253,8 @@ class ConsulRegistration:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task})
+        self._task.cancel()
+        await asyncio.wait({self._task})
         try:
             if self._deregister and (
                 self._ever_registered or self._reply_pending
@@ -302,17 +267,17 @@ class ConsulRegistration:
     async def _deregister_service(self) -> None:
         try:
             await asyncio.wait_for(
-                self._client.agent.service.deregister(self.service_id),
+                self._client.deregister_service(self.service_id),
                 self._timing.request_timeout,
             )
-        except _REJECTIONS as error:
+        except ConsulRegistrationError as error:
             logger.warning(
                 "Consul agent at %s refused to deregister %r: %s",
                 self._agent_url,
                 self.service_id,
-                _rejection(error),
+                error,
             )
-        except _UNREACHABLE as error:
+        except UNREACHABLE as error:
             logger.warning(
                 "Could not deregister %r: Consul agent at %s unreachable (%s)",
                 self.service_id,
@@ -342,10 +307,10 @@ class ConsulRegistration:
                     )
                     self._registered = False
                 await self._register_once()
-            except _REJECTIONS as error:
-                self._on_rejected(_rejection(error))
+            except ConsulRegistrationError as error:
+                self._on_rejected(error)
                 pause = self._timing.retry_max_delay
-            except _UNREACHABLE as error:
+            except UNREACHABLE as error:
                 self._on_unreachable(error)
                 pause = delay
                 delay = min(delay * 2, self._timing.retry_max_delay)
@@ -372,18 +337,15 @@ class ConsulRegistration:
         # close() then deregisters to be safe.
         self._reply_pending = True
         try:
-            await self._client.agent.service.register(
-                **self._service, replace_existing_checks=True
-            )
-        except (aiohttp.ClientConnectorError, *_REJECTIONS):
+            await self._client.register_service(self._service)
+        except (aiohttp.ClientConnectorError, ConsulRegistrationError):
             self._reply_pending = False
             raise
         self._reply_pending = False
         self._ever_registered = True
 
     async def _agent_knows_service(self) -> bool:
-        services = await self._client.agent.services()
-        return isinstance(services, Mapping) and self.service_id in services
+        return self.service_id in await self._client.service_ids()
 
     def _on_registered(self) -> None:
         self._registered = True
@@ -506,6 +468,8 @@ class ConsulAgent:
         TypeError: An argument has the wrong type.
         ValueError: An argument has a value Consul would refuse or that
             makes no sense, including a malformed ``CONSUL_HTTP_ADDR``.
+        RuntimeError: The installed py-consul lacks an internal that
+            prom_async relies on; the message names it.
 
     .. versionadded:: 0.1.0
     """
@@ -534,6 +498,7 @@ class ConsulAgent:
         retry_max_delay: float = 30.0,
         resync_interval: float = 10.0,
     ) -> None:
+        check_py_consul()
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
         if not name:
@@ -617,9 +582,6 @@ class ConsulAgent:
         """
         The registration for *metrics_server*, as keyword arguments of
         py-consul's ``agent.service.register()``.
-
-        Raises:
-            ValueError: The metadata would exceed Consul's 64 pairs.
         """
         bound = metrics_server.socket
         port = int(bound.port)
@@ -631,8 +593,6 @@ class ConsulAgent:
             "scheme": "https" if metrics_server.https else "http",
             **self.meta,
         }
-        if len(meta) > _META_MAX_PAIRS:
-            raise ValueError(f"Consul accepts at most {_META_MAX_PAIRS} meta")
         return {
             "name": self.name,
             "service_id": self.service_id
@@ -702,10 +662,9 @@ class ConsulAgent:
             deregister=self.deregister,
             timing=self._timing,
         )
-        registration._start()  # noqa: SLF001 -- ConsulAgent owns the handle
         self._registration = registration
         try:
-            await registration._wait_for_first_attempt(  # noqa: SLF001 -- same
+            await registration._wait_for_first_attempt(  # noqa: SLF001 -- ConsulAgent owns the handle
                 self._timing.request_timeout
             )
         except BaseException:
@@ -761,11 +720,11 @@ def _agent_endpoint(agent_address: str | None) -> AgentEndpoint:
 def _read_token_file(path: str) -> str | None:
     try:
         return Path(path).read_text(encoding="utf-8").strip() or None
-    except OSError as error:
+    except (OSError, UnicodeDecodeError) as error:
         logger.error(  # noqa: TRY400 -- the traceback adds nothing
             "Cannot read the Consul token from CONSUL_HTTP_TOKEN_FILE "
             "%r (%s); registering without a token.",
             path,
-            error.strerror or error,
+            getattr(error, "strerror", None) or error,
         )
         return None
