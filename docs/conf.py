@@ -3,10 +3,12 @@ Sphinx configuration.
 """
 
 import ast
+import contextlib
 import importlib
 import inspect
 import re
 import sys
+import types
 
 from importlib.metadata import version as _version
 from pathlib import Path
@@ -108,9 +110,18 @@ def _bind_type_checking_imports() -> None:
                 "TYPE_CHECKING",
                 "typing.TYPE_CHECKING",
             }:
-                block = ast.Module(body=node.body, type_ignores=[])
-                code = compile(block, inspect.getfile(module), "exec")
-                exec(code, vars(module))  # noqa: S102 -- its own imports
+                for statement in node.body:
+                    _run_import(statement, module)
+
+
+def _run_import(statement: ast.stmt, module: types.ModuleType) -> None:
+    block = ast.Module(body=[statement], type_ignores=[])
+    code = compile(block, inspect.getfile(module), "exec")
+    # A module only type checkers need may be missing (typing_extensions on
+    # a new Python): what it names stays unevaluated, and nitpicky mode
+    # reports it if a page shows it.
+    with contextlib.suppress(ImportError):
+        exec(code, vars(module))  # noqa: S102 -- the module's own import
 
 
 _bind_type_checking_imports()
