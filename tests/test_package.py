@@ -77,3 +77,10 @@ class TestImports:
         monkeypatch.setattr(importlib.metadata, "version", not_installed)
 
         assert "0+unknown" == reloaded(prom_async).__version__
+
+    def test_subpackages_as_attributes(self):
+        """prom_async.aio and prom_async.types are reachable after import."""
+        assert "time" in dir(prom_async.aio)
+        assert "Observer" in dir(prom_async.types)
+        with pytest.raises(AttributeError, match="no attribute 'nope'"):
+            prom_async.nope  # noqa: B018

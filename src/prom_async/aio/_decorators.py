@@ -719,20 +719,19 @@ def time(
     Args:
         metric: A Histogram or Summary, a bound child of one, or anything with
             an ``observe(float)`` method (:class:`~prom_async.types.Observer`).
-        future: An awaitable to time. The clock starts when :func:`time` is
-            called, so a task or future that is already running is timed
-            from this call on, and a coroutine from this call until it is
-            finished. It is observed whether it returns, raises, or is
-            cancelled.
+        future: An awaitable to time. The clock starts when the returned
+            coroutine starts running (it is awaited, or its task runs), and
+            stops when *future* returns, raises, or is cancelled. A task
+            cancelled before it ever ran observes nothing.
         labels: Called with the arguments of each call of the decorated
             function; returns the label values for this call (a sequence in
             label-name order, a mapping by name, or one string). *metric*
             must then have label names.
 
     Returns:
-        Without *future*: a :class:`Timer`, to use as a decorator or a
-        context manager. With *future*: a coroutine that awaits it and
-        returns its result.
+        A :class:`Timer` to use as a decorator or a context
+        manager, or with *future*, a coroutine that awaits it and returns its
+        result.
 
     Raises:
         TypeError: *metric* cannot observe, *labels* is not callable, or the
@@ -742,8 +741,9 @@ def time(
 
     A decorated function keeps its kind: an ``async def`` is timed from the
     call until its coroutine returns, raises, or is cancelled; a plain
-    ``def`` for the call; a generator or async generator from its first
-    iteration until it is exhausted or closed.
+    ``def`` for the call, and on until the awaitable it returns (if it does)
+    is done; a generator or async generator from its first iteration until
+    it is exhausted or closed.
     """
     if (
         labels is None
@@ -844,9 +844,9 @@ def count_exceptions(
             arguments first), mappings merged.
 
     Returns:
-        Without *future*: an :class:`ExceptionCounter`, to use as a decorator
-        or a context manager. With *future*: a coroutine that awaits it and
-        returns its result.
+        An :class:`ExceptionCounter` to use as a decorator or a context
+        manager, or with *future*, a coroutine that awaits it and returns its
+        result.
 
     Raises:
         TypeError: *metric* cannot count, *exc* is not an exception class or
@@ -918,15 +918,15 @@ def track_inprogress(
     Args:
         metric: A Gauge, a bound child of one, or anything with ``inc()`` and
             ``dec()`` (:class:`~prom_async.types.IncDecrementer`).
-        future: An awaitable to track; the gauge goes up when
-            :func:`track_inprogress` is called.
+        future: An awaitable to track; the gauge is up from when the
+            returned coroutine starts running until *future* is done.
         labels: Called with the arguments of each call of the decorated
             function; returns label values as for :func:`time`.
 
     Returns:
-        Without *future*: an :class:`InProgressTracker`, to use as a decorator
-        or a context manager. With *future*: a coroutine that awaits it and
-        returns its result.
+        An :class:`InProgressTracker` to use as a decorator or a context
+        manager, or with *future*, a coroutine that awaits it and returns its
+        result.
 
     Raises:
         TypeError: *metric* lacks ``inc()`` or ``dec()``, *labels* is not
