@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import gzip
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
@@ -16,15 +18,18 @@ import threading
 import urllib.error
 import urllib.request
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import aiohttp
+import bcrypt
 import pytest
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict, MultiDict
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -33,13 +38,17 @@ from prometheus_client import (
     Histogram,
 )
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families,
 )
+from prometheus_client.parser import (
+    text_string_to_metric_families as text_prometheus_families,
+)
 
 from fixtures_servers import PASSWORD, PROMETHEUS_2_42_ACCEPT, TLSContexts
-from prom_async.aio import _web_server
+from prom_async.aio import _auth, _web_handler, _web_server
 from prom_async.aio import web as aio_web
 from prom_async.aio.web import (
     MetricsHTTPServer,
@@ -178,6 +187,7 @@ class TestStartHTTPServer:
             assert f"http://{LOOPBACK}:{port}/" == server.url
             assert "/metrics" == server.metrics_path
             assert f"http://{LOOPBACK}:{port}/metrics" == server.metrics_url
+            assert f"<MetricsHTTPServer {server.url}>" == repr(server)
             assert (False, False, False) == (
                 server.https,
                 server.requires_auth,
@@ -346,12 +356,7 @@ class TestStartHTTPServer:
                 ],
             )
 
-        samples = {
-            line.split("{")[0].split(" ")[0]
-            for line in body.decode().splitlines()
-            if not line.startswith("#")
-        }
-        assert {"temperature_celsius", "jobs_total"} == samples
+        assert {"temperature_celsius", "jobs_total"} == series_names(body)
 
     async def test_global_registry_by_default(self, http):
         """Without registry=, the global registry is served."""
@@ -447,26 +452,62 @@ class TestStartHTTPServer:
 
         assert 5 == len(attempts)
 
+    async def test_unavailable_address_is_skipped(
+        self, registry, http, monkeypatch, caplog
+    ):
+        """An address of the name that this host cannot listen on (here
+        TEST-NET-1, not assigned) is skipped once one address listens."""
+
+        async def with_a_foreign_address(addr: str, port: int) -> list[str]:
+            return [LOOPBACK, "192.0.2.1"]
+
+        monkeypatch.setattr(
+            _web_server, "_listen_addresses", with_a_foreign_address
+        )
+        caplog.set_level(logging.DEBUG, logger="prom_async.aio.web")
+
+        async with await start_http_server(registry=registry) as server:
+            status, _, _ = await get(http, server.metrics_url)
+
+        assert (Socket(LOOPBACK, server.socket.port),) == server.sockets
+        assert 200 == status
+        ((skipped, error),) = [
+            record.args
+            for record in caplog.records
+            if record.name == "prom_async.aio.web"
+            and record.msg == "not listening on %s: %s"
+        ]
+        assert ("192.0.2.1", errno.EADDRNOTAVAIL) == (skipped, error.errno)
+
     @pytest.mark.parametrize(
-        ("options", "error"),
+        ("options", "error", "message"),
         [
-            ({"addr": 127}, TypeError),
-            ({"port": "80"}, TypeError),
-            ({"port": True}, TypeError),
-            ({"port": 65536}, ValueError),
-            ({"port": -1}, ValueError),
-            ({"ssl_ctx": "cert.pem"}, TypeError),
-            ({"service_discovery": object()}, TypeError),
-            ({"registry": {}}, TypeError),
-            ({"bearer_token": ""}, ValueError),
-            ({"bearer_token": 42}, TypeError),
-            ({"basic_auth_users": {"admin": "plain"}}, ValueError),
+            ({"addr": 127}, TypeError, "addr must be a string, not int"),
+            ({"port": "80"}, TypeError, "port must be an integer, not str"),
+            ({"port": True}, TypeError, "port must be an integer, not bool"),
+            ({"port": 65536}, ValueError, "port must be in 0..65535, not"),
+            ({"port": -1}, ValueError, "port must be in 0..65535, not -1"),
+            ({"ssl_ctx": "cert.pem"}, TypeError, "ssl_ctx must be an ssl"),
+            (
+                {"service_discovery": object()},
+                TypeError,
+                "service_discovery must have an async register",
+            ),
+            ({"registry": {}}, TypeError, "registry must be a prometheus"),
+            ({"bearer_token": ""}, ValueError, "bearer_token must be non-"),
+            ({"bearer_token": 42}, TypeError, "bearer_token must be a str"),
+            (
+                {"basic_auth_users": {"admin": "plain"}},
+                ValueError,
+                "must be a bcrypt hash",
+            ),
         ],
     )
-    async def test_bad_options(self, options, error):
-        """Options of the wrong type or value are refused at once."""
-        with pytest.raises(error):
-            await start_http_server(addr=LOOPBACK, **options)
+    async def test_bad_options(self, options, error, message):
+        """Options of the wrong type or value are refused at once, saying
+        which."""
+        with pytest.raises(error, match=re.escape(message)):
+            await start_http_server(**{"addr": LOOPBACK, **options})
 
     async def test_client_tls_context_is_refused(self):
         """A client-side TLS context is refused with a clear message."""
@@ -496,6 +537,18 @@ class TestStartHTTPServer:
 
         assert {200} == {status for status, _, _ in answers}
         assert all(b"# HELP jobs_total" in body for _, _, body in answers)
+
+
+def series_names(body: bytes | None) -> set[str]:
+    """
+    The names of the samples in a text exposition.
+    """
+    assert body is not None
+    return {
+        line.split("{")[0].split(" ")[0]
+        for line in body.decode().splitlines()
+        if not line.startswith("#")
+    }
 
 
 def _without_created(body: bytes) -> list[bytes]:
@@ -780,8 +833,63 @@ class TestAuthentication:
 
         assert b"HTTP/1.1 401 " == response[:13]
 
+    @pytest.mark.parametrize(
+        ("configured", "authorization"),
+        [
+            ("bearer", f"Basic {TOKEN}"),
+            ("bearer", f"Digest {TOKEN}"),
+            ("basic", f"Bearer {TOKEN}"),
+        ],
+        ids=["basic-for-bearer", "unknown-scheme", "bearer-for-basic"],
+    )
+    async def test_other_scheme_is_401(
+        self, registry, password_hash, configured, authorization
+    ):
+        """A credential of a scheme that is not configured is refused."""
+        options = {
+            "bearer": {"bearer_token": TOKEN},
+            "basic": {"basic_auth_users": {"prometheus": password_hash}},
+        }[configured]
+        handler = metrics_handler(registry=registry, **options)
 
-class TestStartHTTPServerInThread:
+        response = await handler(
+            SimpleNamespace(headers={"Authorization": authorization})
+        )
+
+        assert 401 == response.status
+
+    async def test_remembered_checks_are_bounded(
+        self, registry, password_hash, monkeypatch
+    ):
+        """Successful checks are remembered (no second bcrypt check) up to a
+        bound; past it, they are forgotten and checked again."""
+        checks = []
+        checkpw = bcrypt.checkpw
+
+        def counting(password: bytes, hashed: bytes) -> bool:
+            checks.append(password)
+            return checkpw(password, hashed)
+
+        monkeypatch.setattr(bcrypt, "checkpw", counting)
+        monkeypatch.setattr(_auth, "_REMEMBERED_MAX", 2)
+        users = ("a", "b", "c")
+        handler = metrics_handler(
+            registry=registry,
+            basic_auth_users=dict.fromkeys(users, password_hash),
+        )
+
+        statuses = [
+            (
+                await handler(SimpleNamespace(headers=basic(user, PASSWORD)))
+            ).status
+            for user in ("a", "a", "b", "c", "c", "a")
+        ]
+
+        assert [200] * 6 == statuses
+        # a checked, a remembered, b checked, c checked (forgetting a and
+        # b), c remembered, a checked again.
+        assert 4 == len(checks)
+
     def test_serves_from_a_named_daemon_thread(self, populated):
         """It serves a blocking client from its own daemon thread."""
         with start_http_server_in_thread(
@@ -808,6 +916,7 @@ class TestStartHTTPServerInThread:
             assert (Socket("::1", port),) == server.sockets
             assert f"http://[::1]:{port}/" == server.url
             assert f"http://[::1]:{port}/metrics" == server.metrics_url
+            assert f"<ThreadedMetricsHTTPServer {server.url}>" == repr(server)
             assert "/metrics" == server.metrics_path
             assert (False, True, False) == (
                 server.https,
@@ -911,47 +1020,91 @@ class TestStartHTTPServerInThread:
 
     def test_interrupted_start_stops_the_thread(self, registry):
         """Ctrl-C during the start: the server closes once up, thread ends."""
-        registering = threading.Event()
-        release = threading.Event()
-        closed = []
+        discovery = SlowDiscovery()
 
-        class SlowDiscovery:
-            async def register(self, server):
-                registering.set()
-                await asyncio.to_thread(release.wait)
+        still_running = start_interrupted(registry, discovery)
 
-                async def deregister():
-                    closed.append(server.socket.port)
+        assert [] == still_running
+        assert discovery.ports == discovery.closed
 
-                return deregister
+    def test_interrupted_start_that_fails(self, registry):
+        """Ctrl-C during a start that then fails: the failed start cleans up
+        after itself, and the thread ends."""
+        discovery = SlowDiscovery(abort=True)
 
-        def interrupt_main_thread():
-            registering.wait(timeout=30)
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        still_running = start_interrupted(registry, discovery)
 
-        interrupter = threading.Thread(target=interrupt_main_thread)
-        interrupter.start()
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                start_http_server_in_thread(
-                    addr=LOOPBACK,
-                    registry=registry,
-                    service_discovery=SlowDiscovery(),
-                )
-        finally:
-            release.set()
-            interrupter.join()
+        assert [] == still_running
+        assert [] == discovery.closed
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((LOOPBACK, discovery.ports[0]), 5).close()
 
-        exporter_threads = [
-            thread
-            for thread in threading.enumerate()
-            if thread.name == "prom_async-metrics-exporter"
-        ]
-        for thread in exporter_threads:
-            thread.join(timeout=30)
 
-        assert [] == [t for t in exporter_threads if t.is_alive()]
-        assert 1 == len(closed)
+class StartAbortedError(BaseException):
+    """
+    Ends a start the way only a BaseException can (not logged and served
+    on, like an Exception from register()).
+    """
+
+
+class SlowDiscovery:
+    """
+    A discovery whose register() waits until released, then returns a
+    deregisterer or, with *abort*, raises StartAbortedError.
+    """
+
+    def __init__(self, *, abort: bool = False) -> None:
+        self.abort = abort
+        self.registering = threading.Event()
+        self.release = threading.Event()
+        self.ports: list[int] = []
+        self.closed: list[int] = []
+
+    async def register(self, server: MetricsHTTPServer) -> Any:
+        self.ports.append(server.socket.port)
+        self.registering.set()
+        await asyncio.to_thread(self.release.wait)
+        if self.abort:
+            raise StartAbortedError
+
+        async def deregister() -> None:
+            self.closed.append(server.socket.port)
+
+        return deregister
+
+
+def start_interrupted(
+    registry: CollectorRegistry, discovery: SlowDiscovery
+) -> list[threading.Thread]:
+    """
+    Start a threaded exporter, press Ctrl-C while *discovery* registers it,
+    then let the registration finish; the exporter threads still alive
+    after a while.
+    """
+
+    def interrupt_main_thread():
+        discovery.registering.wait(timeout=30)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_main_thread)
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            start_http_server_in_thread(
+                addr=LOOPBACK, registry=registry, service_discovery=discovery
+            )
+    finally:
+        discovery.release.set()
+        interrupter.join()
+
+    exporter_threads = [
+        thread
+        for thread in threading.enumerate()
+        if thread.name == "prom_async-metrics-exporter"
+    ]
+    for thread in exporter_threads:
+        thread.join(timeout=30)
+    return [thread for thread in exporter_threads if thread.is_alive()]
 
 
 async def _close_in_loop(server: ThreadedMetricsHTTPServer) -> None:
@@ -1030,25 +1183,206 @@ class TestMetricsHandler:
         with pytest.raises(TypeError, match="CollectorRegistry"):
             metrics_handler(registry=object())  # type: ignore[arg-type]
 
+    async def test_stand_in_headers_match_any_case(self, populated):
+        """A stand-in's plain dict of headers is read case-insensitively."""
+        handler = metrics_handler(registry=populated)
+
+        response = await handler(
+            SimpleNamespace(
+                headers={
+                    "accept": "application/openmetrics-text; version=1.0.0",
+                    "ACCEPT-ENCODING": "gzip",
+                }
+            )
+        )
+
+        assert response.body is not None
+        assert (
+            200,
+            "application/openmetrics-text",
+            "gzip",
+        ) == (
+            response.status,
+            response.headers["Content-Type"].split(";")[0],
+            response.headers["Content-Encoding"],
+        )
+        assert gzip.decompress(response.body).endswith(b"# EOF\n")
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            (
+                MultiDict(
+                    [
+                        ("name[]", "jobs_total"),
+                        ("name[]", "temperature_celsius"),
+                    ]
+                ),
+                {"jobs_total", "temperature_celsius"},
+            ),
+            ({"name[]": "jobs_total"}, {"jobs_total"}),
+            (
+                {"name[]": ["jobs_total", "temperature_celsius"]},
+                {"jobs_total", "temperature_celsius"},
+            ),
+            ({}, None),
+            (None, None),
+            (object(), None),
+        ],
+        ids=["multidict", "str", "list", "empty", "none", "not-a-mapping"],
+    )
+    async def test_stand_in_query(self, populated, query, expected):
+        """A stand-in's query, a multidict or a mapping, picks the series;
+        no query, or one that is not a mapping, means all of them."""
+        handler = metrics_handler(registry=populated)
+        everything = series_names(
+            (await handler(SimpleNamespace(headers={}))).body
+        )
+
+        response = await handler(SimpleNamespace(headers={}, query=query))
+
+        assert (expected or everything) == series_names(response.body)
+
+    async def test_stand_in_credentials(self, populated):
+        """A stand-in's Authorization header is checked like a request's."""
+        handler = metrics_handler(registry=populated, bearer_token=TOKEN)
+
+        refused = await handler(SimpleNamespace(headers={}))
+        allowed = await handler(
+            SimpleNamespace(headers={"authorization": f"Bearer {TOKEN}"})
+        )
+
+        assert (401, 'Bearer realm="metrics"', 200) == (
+            refused.status,
+            refused.headers["WWW-Authenticate"],
+            allowed.status,
+        )
+
+    async def test_headers_not_a_mapping(self, populated):
+        """A stand-in whose headers are not a mapping is a TypeError that
+        says so."""
+        handler = metrics_handler(registry=populated)
+
+        with pytest.raises(
+            TypeError,
+            match=r"^request\.headers must be a mapping of header names to "
+            r"values, not list$",
+        ):
+            await handler(SimpleNamespace(headers=["Accept: text/plain"]))
+
+
+@pytest.fixture
+def global_gauge() -> Iterator[str]:
+    """
+    A gauge set to 7 in the global registry, for this test only; its name.
+    """
+    name = "prom_async_test_server_stats"
+    gauge = Gauge(name, "Set by a test.", registry=None)
+    gauge.set(7)
+    REGISTRY.register(gauge)
+    try:
+        yield name
+    finally:
+        REGISTRY.unregister(gauge)
+
+
+def parsed_family(body: bytes, content_type: str, name: str) -> Metric:
+    """
+    The family *name* in *body*, parsed as its content type says.
+    """
+    text = body.decode()
+    if content_type.startswith("application/openmetrics-text"):
+        families = text_string_to_metric_families(text)
+    else:
+        families = text_prometheus_families(text)
+    (family,) = (family for family in families if family.name == name)
+    return family
+
 
 class TestServerStats:
-    async def test_serves_the_global_registry(self, http):
+    async def test_serves_the_global_registry(self, http, global_gauge):
         """server_stats serves the global registry where it is mounted."""
-        gauge = Gauge(
-            "prom_async_test_server_stats", "Set by a test.", registry=None
-        )
-        gauge.set(7)
-        REGISTRY.register(gauge)
-        try:
-            app = web.Application()
-            app.router.add_get("/metrics", server_stats)
-            async with serving(app) as root:
-                status, _, body = await get(http, root + "metrics")
-        finally:
-            REGISTRY.unregister(gauge)
+        app = web.Application()
+        app.router.add_get("/metrics", server_stats)
+        async with serving(app) as root:
+            status, _, body = await get(http, root + "metrics")
 
         assert 200 == status
-        assert b"prom_async_test_server_stats 7.0" in body
+        assert f"{global_gauge} 7.0".encode() in body
+
+    async def test_stand_in_with_only_headers(self, global_gauge):
+        """Called with an object that has only headers, as users' unit
+        tests do, it answers like a GET without a query."""
+
+        class StandIn:
+            headers: ClassVar = {}
+
+        response = await server_stats(StandIn())
+
+        assert (200, TEXT_FORMAT) == (
+            response.status,
+            response.headers["Content-Type"],
+        )
+        assert response.body is not None
+        assert f"{global_gauge} 7.0" in response.body.decode()
+
+    @pytest.mark.parametrize(
+        "accept",
+        [
+            None,
+            "application/openmetrics-text; version=1.0.0",
+            PROMETHEUS_2_42_ACCEPT,
+        ],
+        ids=["no-accept", "openmetrics-1.0.0", "prometheus-2.42"],
+    )
+    async def test_like_prometheus_async(self, global_gauge, accept):
+        """With prometheus-async's own stand-in (SimpleNamespace with a
+        CIMultiDict), it answers in the format prometheus-async answers
+        in, with the same samples."""
+        theirs_web = pytest.importorskip("prometheus_async.aio.web")
+        headers = (
+            CIMultiDict() if accept is None else CIMultiDict(Accept=accept)
+        )
+
+        answers = [
+            await handler(SimpleNamespace(headers=headers))
+            for handler in (server_stats, theirs_web.server_stats)
+        ]
+
+        media_types = [
+            answer.headers["Content-Type"].split(";")[0] for answer in answers
+        ]
+        ours, theirs = (
+            parsed_family(
+                answer.body, answer.headers["Content-Type"], global_gauge
+            )
+            for answer in answers
+        )
+        assert [200, 200] == [answer.status for answer in answers]
+        assert media_types[1] == media_types[0]
+        assert (theirs.type, theirs.documentation, theirs.samples) == (
+            ours.type,
+            ours.documentation,
+            ours.samples,
+        )
+
+    async def test_one_endpoint_per_event_loop(self, global_gauge):
+        """Calls in one event loop share one endpoint (and its caches); each
+        loop has its own."""
+        stand_in = SimpleNamespace(headers={})
+
+        async def endpoint_used() -> object:
+            await server_stats(stand_in)
+            return _web_handler._server_stats_endpoints[
+                asyncio.get_running_loop()
+            ]
+
+        first = await endpoint_used()
+        second = await endpoint_used()
+        other_loop = await asyncio.to_thread(asyncio.run, endpoint_used())
+
+        assert first is second
+        assert other_loop is not first
 
 
 class TestExports:

@@ -9,10 +9,11 @@ import html
 import logging
 import weakref
 
-from typing import TYPE_CHECKING, Final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final, Protocol
 
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._auth import Authenticator
@@ -20,11 +21,12 @@ from ._render import RegistryRenderer
 
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable
 
 
 __all__ = [
     "MetricsEndpoint",
+    "RequestLike",
     "add_metrics_route",
     "add_metrics_routes",
     "landing_page",
@@ -37,6 +39,23 @@ log = logging.getLogger(__name__)
 
 _NAME_PARAMETER: Final = "name[]"
 _VARY: Final = "Accept, Accept-Encoding"
+
+
+class RequestLike(Protocol):
+    """
+    What the metrics handlers read of a request.
+
+    An :class:`aiohttp.web.Request` is one, and so is any object with a
+    ``headers`` mapping, like the stand-ins that unit tests pass to
+    :func:`server_stats` (``SimpleNamespace(headers=CIMultiDict())``).
+    Header names match whatever their case. A ``query`` attribute, a
+    multidict or a mapping, is read for ``name[]`` if there is one; none
+    means all metrics. The method is not looked at: the handlers answer
+    as for ``GET`` (aiohttp drops the body of a ``HEAD`` answer).
+    """
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
 
 class MetricsEndpoint:
@@ -60,23 +79,21 @@ class MetricsEndpoint:
         """
         return self._authenticator.required
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: RequestLike) -> web.Response:
         """
         Answer one scrape.
         """
+        asked = _headers(request)
         if not await self._authenticator.is_authorized(
-            request.headers.get(hdrs.AUTHORIZATION)
+            asked.get(hdrs.AUTHORIZATION)
         ):
             return _unauthorized(self._authenticator)
-        names = frozenset(request.query.getall(_NAME_PARAMETER, ())) or None
         try:
             exposition = await self._renderer.render(
-                accept=request.headers.get(hdrs.ACCEPT),
-                accept_encoding=request.headers.get(hdrs.ACCEPT_ENCODING),
-                names=names,
+                accept=asked.get(hdrs.ACCEPT),
+                accept_encoding=asked.get(hdrs.ACCEPT_ENCODING),
+                names=_names(request),
             )
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("collecting the metrics failed")
             return web.Response(
@@ -89,6 +106,35 @@ class MetricsEndpoint:
         if exposition.content_encoding is not None:
             headers[hdrs.CONTENT_ENCODING] = exposition.content_encoding
         return web.Response(body=exposition.body, headers=headers)
+
+
+def _headers(request: RequestLike) -> Mapping[str, str]:
+    headers = request.headers
+    if isinstance(headers, CIMultiDictProxy | CIMultiDict):
+        return headers
+    given: object = headers
+    if not isinstance(given, Mapping):
+        raise TypeError(
+            "request.headers must be a mapping of header names to values, "
+            f"not {type(given).__name__}"
+        )
+    return CIMultiDict(headers)
+
+
+def _names(request: RequestLike) -> frozenset[str] | None:
+    """
+    The ``name[]`` values of *request*'s query, or None for all metrics.
+    """
+    query = getattr(request, "query", None)
+    names: Iterable[str]
+    if isinstance(query, MultiMapping):
+        names = query.getall(_NAME_PARAMETER, ())
+    elif isinstance(query, Mapping):
+        value = query.get(_NAME_PARAMETER, ())
+        names = (value,) if isinstance(value, str) else value
+    else:
+        return None
+    return frozenset(names) or None
 
 
 def _unauthorized(authenticator: Authenticator) -> web.Response:
@@ -105,7 +151,7 @@ def metrics_handler(
     registry: CollectorRegistry = REGISTRY,
     basic_auth_users: Mapping[str, str] | None = None,
     bearer_token: str | None = None,
-) -> Callable[[web.Request], Awaitable[web.Response]]:
+) -> Callable[[RequestLike], Awaitable[web.Response]]:
     """
     Build an aiohttp handler that serves *registry*.
 
@@ -247,13 +293,15 @@ _server_stats_endpoints: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
-async def server_stats(request: web.Request) -> web.Response:
+async def server_stats(request: RequestLike) -> web.Response:
     """
     An aiohttp handler that serves the global registry.
 
     A drop-in for ``prometheus_async.aio.web.server_stats``: add it to your
-    application's router. For another registry or for credentials, use
-    :func:`metrics_handler` or :func:`add_metrics_route`.
+    application's router, or call it with any object that has ``headers``
+    (see :class:`RequestLike`), as unit tests do. For another registry or
+    for credentials, use :func:`metrics_handler` or
+    :func:`add_metrics_route`.
 
     .. versionadded:: 0.1.0
     """

@@ -279,8 +279,8 @@ async def _bind_all(
         sites.append(site)
         bound = runner.addresses[-1]
         sockets.append(Socket(str(bound[0]), int(bound[1])))
-    if not sockets:
-        raise OSError(errno.EADDRNOTAVAIL, "the address resolves to nothing")
+    # Never empty: getaddrinfo() raises rather than resolve to nothing, and
+    # the first address either listens or raises.
     return tuple(sockets)
 
 
