@@ -67,6 +67,7 @@ autodoc_type_aliases = {
         for alias in (
             "Deregisterer",
             "ExceptionTypes",
+            "ExemplarSource",
             "LabelValues",
             "LabelsFromCall",
             "LabelsFromException",

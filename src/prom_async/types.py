@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Deregisterer",
     "ExceptionTypes",
+    "ExemplarSource",
     "IncDecrementer",
     "Incrementer",
     "LabelValues",
@@ -113,6 +114,14 @@ Takes the arguments of a call and returns its :data:`LabelValues`.
 LabelsFromException: TypeAlias = Callable[[BaseException], LabelValues]
 """
 Takes an exception and returns its :data:`LabelValues`.
+"""
+
+ExemplarSource: TypeAlias = Callable[[], Mapping[str, str] | None]
+"""
+Called for each observation; returns the labels of its exemplar (such as
+``{"trace_id": ..., "span_id": ...}``), or :data:`None` for none.
+
+.. versionadded:: 0.2.0
 """
 
 ExceptionTypes: TypeAlias = (

@@ -13,12 +13,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from . import _codegen
+from . import _codegen, _exemplars
 
 
 if TYPE_CHECKING:
     from ..types import (
         ExceptionTypes,
+        ExemplarSource,
         IncDecrementer,
         Incrementer,
         Labelled,
@@ -227,13 +228,22 @@ class Timer(_Instrument):
     time.
     """
 
-    __slots__ = ("_starts",)
+    __slots__ = ("_exemplars", "_observer", "_starts")
     _verb = "time"
 
     def __init__(
-        self, metric: Any, labels: LabelsFromCall | None = None
+        self,
+        metric: Any,
+        labels: LabelsFromCall | None = None,
+        exemplars: ExemplarSource | None = None,
     ) -> None:
         super().__init__(metric, labels)
+        self._exemplars = exemplars
+        self._observer = (
+            metric
+            if exemplars is None
+            else _exemplars.WithExemplars(metric, exemplars)
+        )
         # The start of each block under way, by the frame it runs in (a
         # frame runs one block at a time, or nested ones: a chain).
         self._starts: dict[int, tuple[float, Any]] = {}
@@ -245,12 +255,22 @@ class Timer(_Instrument):
             "_pa_Unstarted": _Unstarted,
         }
         if self._labels is None:
-            names["_pa_observe"] = self._metric.observe
+            names["_pa_observe"] = self._observer.observe
             enter = "_pa_start = _pa_clock()"
-        else:
+        elif self._exemplars is None:
             names["_pa_child"] = self._chooser(failures)
             enter = (
                 "_pa_observe = _pa_child({args}).observe\n"
+                "_pa_start = _pa_clock()"
+            )
+        else:
+            names["_pa_child"] = self._chooser(failures)
+            names["_pa_WithExemplars"] = _exemplars.WithExemplars
+            names["_pa_exemplars"] = self._exemplars
+            enter = (
+                "_pa_observe = _pa_WithExemplars(\n"
+                "    _pa_child({args}), _pa_exemplars\n"
+                ").observe\n"
                 "_pa_start = _pa_clock()"
             )
         return _codegen.Probe(
@@ -267,7 +287,7 @@ class Timer(_Instrument):
     def _wrap_awaitable(
         self, awaitable: Awaitable[_T]
     ) -> Coroutine[Any, Any, _T]:
-        return _timed(awaitable, self._metric)
+        return _timed(awaitable, self._observer)
 
     def __enter__(self) -> None:
         self._refuse_labels_in_block()
@@ -298,7 +318,7 @@ class Timer(_Instrument):
         start, outer = entry
         if outer is not None:
             self._starts[key] = outer
-        self._metric.observe(now - start)
+        self._observer.observe(now - start)
 
 
 async def _timed(awaitable: Awaitable[_T], metric: Observer) -> _T:
@@ -693,16 +713,29 @@ def _remember(
 
 
 @overload
-def time(metric: Observer, future: None = None) -> Timer: ...
-
-
-@overload
-def time(metric: Labelled, *, labels: LabelsFromCall) -> Timer: ...
+def time(
+    metric: Observer,
+    future: None = None,
+    *,
+    exemplar: bool | ExemplarSource | None = None,
+) -> Timer: ...
 
 
 @overload
 def time(
-    metric: Observer, future: Awaitable[_T]
+    metric: Labelled,
+    *,
+    labels: LabelsFromCall,
+    exemplar: bool | ExemplarSource | None = None,
+) -> Timer: ...
+
+
+@overload
+def time(
+    metric: Observer,
+    future: Awaitable[_T],
+    *,
+    exemplar: bool | ExemplarSource | None = None,
 ) -> Coroutine[Any, Any, _T]: ...
 
 
@@ -711,6 +744,7 @@ def time(
     future: Awaitable[_T] | None = None,
     *,
     labels: LabelsFromCall | None = None,
+    exemplar: bool | ExemplarSource | None = None,
 ) -> Timer | Coroutine[Any, Any, _T]:
     """
     Observe the time something takes, in seconds, with
@@ -727,6 +761,13 @@ def time(
             function; returns the label values for this call (a sequence in
             label-name order, a mapping by name, or one string). *metric*
             must then have label names.
+        exemplar: Attach an exemplar to each observation: :data:`True`
+            for the current OpenTelemetry trace (``trace_id`` and
+            ``span_id`` of the current sampled span; needs the ``otel``
+            extra), or a callable that returns the exemplar's labels (or
+            :data:`None` for none). An exemplar that cannot be kept (over
+            OpenMetrics' 128 characters, or in multiprocess mode) is left
+            out; the observation is always made.
 
     Returns:
         A :class:`Timer` to use as a decorator or a context
@@ -747,6 +788,7 @@ def time(
     """
     if (
         labels is None
+        and exemplar is None
         and future.__class__ in _awaitable_types
         and (labelled := _observer_types.get(metric.__class__)) is not None
         and (
@@ -764,11 +806,12 @@ def time(
         "a Histogram or Summary",
         labels is not None,
     )
-    timer = Timer(metric, labels)
+    timer = Timer(metric, labels, _exemplars.exemplar_source(exemplar))
     if future is None:
         return timer
     timed = timer(future)
-    _remember(_observer_types, metric, future)
+    if exemplar is None:
+        _remember(_observer_types, metric, future)
     return timed
 
 
