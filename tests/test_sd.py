@@ -876,6 +876,40 @@ class TestConsulRegistration:
         finally:
             await registration()
 
+    async def test_cancelled_close_closes_the_session(
+        self, agent: FakeConsulAgent
+    ) -> None:
+        """A close cancelled while the background work stops still closes
+        the HTTP session (a second close cannot: it does nothing)."""
+        registration = await svc_agent(agent).register(StubServer())
+        registration._task.cancel()
+        await asyncio.wait({registration._task})
+        started = asyncio.Event()
+        stopping = asyncio.Event()
+        release = asyncio.Event()
+
+        async def slow_to_stop() -> None:
+            try:
+                started.set()
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                stopping.set()
+                await release.wait()
+                raise
+
+        registration._task = asyncio.ensure_future(slow_to_stop())
+        await eventually(started.is_set, what="the stand-in task to start")
+        closing = asyncio.ensure_future(registration())
+        await eventually(stopping.is_set, what="the close to begin")
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        release.set()
+        await asyncio.wait({registration._task})
+
+        assert registration._client.http._session.closed
+        assert not registration.is_registered
+
     async def test_is_a_deregisterer(self, agent: FakeConsulAgent) -> None:
         """register() returns an awaitable callable that can run twice."""
         consul_agent = svc_agent(agent)

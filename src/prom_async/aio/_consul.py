@@ -254,8 +254,8 @@ class ConsulRegistration:
             return
         self._closed = True
         self._task.cancel()
-        await asyncio.wait({self._task})
         try:
+            await asyncio.wait({self._task})
             if self._deregister and (
                 self._ever_registered or self._reply_pending
             ):
