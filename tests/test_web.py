@@ -784,6 +784,36 @@ class TestAuthentication:
         assert "'prometheus' is malformed" in caplog.text
         assert malformed not in caplog.text
 
+    async def test_long_password(self, registry, caplog):
+        """A password longer than bcrypt's 72 bytes is checked on those 72,
+        as exporter-toolkit does: it matches a hash of them, and a wrong one
+        is refused without an error logged."""
+        long_password = "p" * 72 + "beyond bcrypt"
+        handler = metrics_handler(
+            registry=registry,
+            basic_auth_users={
+                "prometheus": bcrypt.hashpw(
+                    long_password[:72].encode(), bcrypt.gensalt(rounds=4)
+                ).decode()
+            },
+        )
+
+        statuses = [
+            (
+                await handler(
+                    SimpleNamespace(headers=basic("prometheus", password))
+                )
+            ).status
+            for password in (long_password, "q" + long_password)
+        ]
+
+        assert [200, 401] == statuses
+        assert [] == [
+            record
+            for record in caplog.records
+            if record.levelno >= logging.ERROR
+        ]
+
     @pytest.mark.parametrize(
         ("users", "error"),
         [

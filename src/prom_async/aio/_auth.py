@@ -28,6 +28,9 @@ log = logging.getLogger("prom_async.aio.web")
 _REALM: Final = "metrics"
 _BCRYPT_PREFIXES: Final = ("$2a$", "$2b$", "$2y$")
 _BCRYPT_HASH_LENGTH: Final = 60
+# bcrypt reads the first 72 bytes of a password. Go's (exporter-toolkit's)
+# check ignores the rest, bcrypt >= 5 raises for more.
+_BCRYPT_PASSWORD_BYTES: Final = 72
 _REMEMBERED_MAX: Final = 256
 
 
@@ -167,6 +170,7 @@ class Authenticator:
         if decoded is None:
             return False
         user, password = decoded
+        password = password[:_BCRYPT_PASSWORD_BYTES]
         password_hash = self._users.get(user)
         known = password_hash is not None
         if password_hash is None:
