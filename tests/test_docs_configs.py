@@ -1,0 +1,70 @@
+"""
+The Prometheus configuration the docs show is one promtool accepts.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from pathlib import Path
+
+import pytest
+
+from fixtures_servers import PROMTOOL, TLSContexts
+
+
+pytestmark = pytest.mark.prometheus
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def yaml_blocks(page: str) -> list[str]:
+    """
+    The ``.. code-block:: yaml`` blocks of a docs page, dedented.
+    """
+    text = (DOCS / page).read_text()
+    blocks = re.findall(r"\.\. code-block:: yaml\n\n((?:   .*\n|\n)+)", text)
+    return [re.sub(r"(?m)^   ", "", block) for block in blocks]
+
+
+class TestExporterPage:
+    def test_tls_and_auth_scrape_config(
+        self, tmp_path: Path, tls: TLSContexts
+    ):
+        """The TLS and basic-auth job of exporter.rst passes promtool."""
+        (block,) = yaml_blocks("exporter.rst")
+        (tmp_path / "ca.pem").write_bytes(tls.ca_path.read_bytes())
+        config = tmp_path / "prometheus.yml"
+        config.write_text(block)
+
+        result = subprocess.run(
+            [PROMTOOL, "check", "config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+
+        assert 0 == result.returncode, result.stdout + result.stderr
+        assert "SUCCESS" in result.stdout + result.stderr
+
+
+class TestServiceDiscoveryPage:
+    def test_debian_prometheus_lacks_consul_discovery(self, tmp_path: Path):
+        """As the page says: Debian's promtool rejects consul_sd_configs."""
+        (block,) = yaml_blocks("service-discovery.rst")
+        config = tmp_path / "prometheus.yml"
+        config.write_text(block)
+
+        result = subprocess.run(
+            [PROMTOOL, "check", "config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert 1 == result.returncode
+        assert "field consul_sd_configs not found" in result.stderr
