@@ -47,11 +47,15 @@ class RequestLike(Protocol):
 
     An :class:`aiohttp.web.Request` is one, and so is any object with a
     ``headers`` mapping, like the stand-ins that unit tests pass to
-    :func:`server_stats` (``SimpleNamespace(headers=CIMultiDict())``).
-    Header names match whatever their case. A ``query`` attribute, a
-    multidict or a mapping, is read for ``name[]`` if there is one; none
-    means all metrics. The method is not looked at: the handlers answer
-    as for ``GET`` (aiohttp drops the body of a ``HEAD`` answer).
+    ``server_stats`` (``SimpleNamespace(headers=CIMultiDict())``). Header
+    names match whatever their case. A ``query`` attribute, a multidict or
+    a mapping, is read for ``name[]`` if there is one; none means all
+    metrics. The method is not looked at: the handlers answer as for
+    ``GET`` (aiohttp drops the body of a ``HEAD`` answer).
+
+    The public functions are annotated with :class:`aiohttp.web.Request`,
+    as prometheus-async's are, and say in their docstrings that they take
+    these stand-ins.
     """
 
     @property
@@ -151,7 +155,7 @@ def metrics_handler(
     registry: CollectorRegistry = REGISTRY,
     basic_auth_users: Mapping[str, str] | None = None,
     bearer_token: str | None = None,
-) -> Callable[[RequestLike], Awaitable[web.Response]]:
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     """
     Build an aiohttp handler that serves *registry*.
 
@@ -174,7 +178,8 @@ def metrics_handler(
 
     Returns:
         The handler; scrapes without a valid credential (when one is
-        configured) get ``401`` with ``WWW-Authenticate``.
+        configured) get ``401`` with ``WWW-Authenticate``. Like
+        :func:`server_stats`, it also takes a stand-in for the request.
 
     Raises:
         TypeError: An option has the wrong type.
@@ -293,15 +298,19 @@ _server_stats_endpoints: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
-async def server_stats(request: RequestLike) -> web.Response:
+async def server_stats(request: web.Request) -> web.Response:
     """
     An aiohttp handler that serves the global registry.
 
     A drop-in for ``prometheus_async.aio.web.server_stats``: add it to your
-    application's router, or call it with any object that has ``headers``
-    (see :class:`RequestLike`), as unit tests do. For another registry or
-    for credentials, use :func:`metrics_handler` or
-    :func:`add_metrics_route`.
+    application's router. For another registry or for credentials, use
+    :func:`metrics_handler` or :func:`add_metrics_route`.
+
+    Unit tests may call it with a stand-in for the request, as they call
+    prometheus-async's (``SimpleNamespace(headers=CIMultiDict())``): any
+    object with a ``headers`` mapping works, whose names match in any case.
+    Its ``query``, a multidict or a mapping, is read for ``name[]`` if it
+    has one (none means all metrics); its method is not looked at.
 
     .. versionadded:: 0.1.0
     """
