@@ -152,7 +152,8 @@ def prometheus(
     Start real Prometheus servers that scrape the given targets every
     second; every one started is stopped at teardown.
 
-    Fails (never skips) when Prometheus is not installed: CI installs it.
+    A test using it is marked ``prometheus`` (tests/conftest.py): skipped
+    when Prometheus is not installed, failed instead when CI is set.
     """
     if shutil.which(PROMETHEUS) is None:
         pytest.fail(f"{PROMETHEUS} is missing: apt-get install prometheus")

@@ -31,6 +31,9 @@ LOOPBACK = "127.0.0.1"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 TOKEN = "prometheus-scrape-token"
 
+# Every test here runs Debian's prometheus or promtool.
+pytestmark = pytest.mark.prometheus
+
 
 @pytest.fixture
 def scraped(registry: CollectorRegistry) -> CollectorRegistry:

@@ -122,6 +122,7 @@ async def _up_target(vm: Any) -> dict[str, Any] | None:
     return None
 
 
+@pytest.mark.victoria_metrics
 class TestVictoriaMetricsConsulDiscovery:
     async def test_discovers_and_scrapes(
         self,

@@ -9,7 +9,8 @@ Prometheus.
 
 `VictoriaMetrics` starts the binary on ``127.0.0.1`` and a free port, in its
 own data directory, and stops it (terminate, then kill).  A missing binary
-is an error, not a skip: CI installs the ``victoria-metrics`` package.
+is an error here; the tests that need it are marked ``victoria_metrics``,
+which tests/conftest.py skips when it is absent, except in CI.
 """
 
 from __future__ import annotations
