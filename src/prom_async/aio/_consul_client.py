@@ -23,10 +23,10 @@ py-consul 1.8.0 (:data:`PROVEN_ON`):
 ``consul.base.Response``
     What a transport hands to the callback: ``(code, headers, body)``.
 
-The transport answers a ``4xx`` itself with :class:`ConsulRegistrationError`
-(the status and Consul's reason), before py-consul's callback sees it: for
-a ``404`` that callback returns ``False`` or ``None`` instead of raising,
-and it keeps the status only in some of its messages.
+The transport turns a ``4xx`` answer into :class:`ConsulRegistrationError`
+(the status and Consul's reason) before py-consul's callback sees it: for a
+``404`` that callback returns ``False`` or ``None`` instead of raising, and
+it keeps the status in only some of its messages.
 
 :func:`check_py_consul` tries each of them without any I/O (a dry run of the
 three calls prom_async makes, on a transport that only records), so a
