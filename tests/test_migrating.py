@@ -33,7 +33,11 @@ from fixtures_consul import ConsulDoubleFactory, sd_log_records
 from fixtures_servers import eventually
 from prom_async.aio import count_exceptions, time, track_inprogress
 from prom_async.aio.sd import ConsulAgent
-from prom_async.aio.web import start_http_server, start_http_server_in_thread
+from prom_async.aio.web import (
+    server_stats,
+    start_http_server,
+    start_http_server_in_thread,
+)
 
 
 pytestmark = pytest.mark.usefixtures("consul_env_cleared")
@@ -469,6 +473,38 @@ class TestThreadName:
             name = server.thread.name
 
         assert "prom_async-metrics-exporter" == name
+
+
+class TestNegotiation:
+    OLD_OPENMETRICS = (
+        "application/openmetrics-text; version=0.0.1,"
+        "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    )
+
+    async def test_before_any_openmetrics_and_latest_type(self, theirs):
+        """prometheus-async: OpenMetrics for any version; text as latest."""
+        asked = SimpleNamespace(headers={"Accept": self.OLD_OPENMETRICS})
+        plain = SimpleNamespace(headers={})
+
+        openmetrics = await theirs.web.server_stats(asked)
+        text = await theirs.web.server_stats(plain)
+
+        assert "application/openmetrics-text" == openmetrics.content_type
+        assert "version=1.0.0" in text.headers["Content-Type"]
+        assert text.body.startswith(b"# HELP")
+
+    async def test_now_as_prometheus_client_negotiates(self):
+        """prom_async: OpenMetrics 0.0.1 falls through to text 0.0.4."""
+        asked = SimpleNamespace(headers={"Accept": self.OLD_OPENMETRICS})
+        plain = SimpleNamespace(headers={})
+
+        old = await server_stats(asked)
+        text = await server_stats(plain)
+
+        for response in (old, text):
+            assert response.headers["Content-Type"].startswith(
+                "text/plain; version=0.0.4"
+            )
 
 
 class TestCountExceptionsDefault:
