@@ -761,7 +761,7 @@ def time(
             function; returns the label values for this call (a sequence in
             label-name order, a mapping by name, or one string). *metric*
             must then have label names.
-        exemplar: Attach an exemplar to each observation: :data:`True`
+        exemplar: Attach an exemplar to each observation: ``True``
             for the current OpenTelemetry trace (``trace_id`` and
             ``span_id`` of the current sampled span; needs the ``otel``
             extra), or a callable that returns the exemplar's labels (or
