@@ -23,7 +23,9 @@ install_debian_packages() {
 need_commands() {
     local pair missing=()
     for pair in "$@"; do
-        command -v "${pair%%=*}" >/dev/null || missing+=("${pair#*=}")
+        command -v "${pair%%=*}" >/dev/null ||
+            [[ " ${missing[*]} " == *" ${pair#*=} "* ]] ||
+            missing+=("${pair#*=}")
     done
     if ((${#missing[@]})); then
         install_debian_packages "${missing[@]}"
