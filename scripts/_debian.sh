@@ -33,10 +33,10 @@ need_commands() {
 }
 
 # make_venv DIR: a virtual environment in DIR made by the python3 on PATH
-# (3.10 or newer); kept while that python3 stays the same, made anew when
-# it changes or the environment is broken.
+# (3.10 or newer). One that works is kept (DIR/.made-by records the
+# python3); it is made anew when broken, or when made by another python3.
 make_venv() {
-    local dir=$1 base
+    local dir=$1 base made_by
     need_commands python3=python3
     if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
         echo "$0: $(command -v python3) is $(python3 -V 2>&1);" \
@@ -44,8 +44,10 @@ make_venv() {
         exit 1
     fi
     base=$(python3 -c 'import sys; print(sys.executable, sys.version)')
-    if [ "$(cat "$dir/.made-by" 2>/dev/null)" = "$base" ] &&
+    made_by=$(cat "$dir/.made-by" 2>/dev/null || echo "$base")
+    if [ "$made_by" = "$base" ] &&
         "$dir/bin/python" -m pip --version >/dev/null 2>&1; then
+        printf '%s\n' "$base" >"$dir/.made-by"
         return
     fi
     # Debian's python3 makes virtual environments only with python3-venv
