@@ -6,11 +6,13 @@ import asyncio
 import asyncio.events
 import concurrent.futures
 import math
+import re
 import threading
 import time
 import urllib.request
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -693,3 +695,82 @@ class TestSlowCallbacks:
 
         assert not monitor.running
         assert not _loop_slow._watched
+
+
+DOCS_PAGE = (
+    Path(__file__).parent.parent / "docs" / "aiohttp-service" / "loop.rst"
+)
+
+
+def documented_queries() -> list[str]:
+    """
+    The PromQL blocks of the docs page, in order.
+    """
+    blocks = re.finditer(
+        r"^ *\.\. code-block:: promql\n\n((?: +\S.*\n)+)",
+        DOCS_PAGE.read_text(),
+        re.MULTILINE,
+    )
+    return [block.group(1).strip() for block in blocks]
+
+
+class TestDocumentedPromQL:
+    def test_a_query_for_each_metric(self):
+        """The docs give PromQL for each metric the monitor reports."""
+        queries = documented_queries()
+
+        assert [] == [
+            name
+            for name in (LAG, LAG_MAX, BLOCKED, TASKS, SLOW)
+            if not any(name in query for query in queries)
+        ]
+
+    async def test_queries_answer_about_a_stall(
+        self, registry, prometheus, deliberate_blocks
+    ):
+        """Prometheus scrapes the threaded exporter during a stall of the
+        loop, and each query of the docs, evaluated at the end of the
+        stall, answers for the target."""
+        queries = documented_queries()
+        server = await asyncio.to_thread(
+            start_http_server_in_thread, addr=LOOPBACK, registry=registry
+        )
+        target = f"{LOOPBACK}:{server.socket.port}"
+        try:
+            scraper = await asyncio.to_thread(prometheus, [target])
+            async with LoopMonitor(
+                registry=registry, slow_callback_threshold=0.5
+            ):
+                await asyncio.to_thread(scraper.wait_for_target_up, target)
+                await asyncio.to_thread(
+                    scraper.wait_for_value,
+                    f"count_over_time({BLOCKED}[1m]) >= bool 2",
+                    "1",
+                )
+                await asyncio.sleep(0)  # a callback of its own, to be timed
+                block_the_loop(3.0)
+                stalled_until = time.time()
+                await asyncio.sleep(0)
+                await asyncio.to_thread(
+                    scraper.wait_for_value,
+                    f"timestamp({BLOCKED}) > bool {stalled_until}",
+                    "1",
+                )
+            answers = {
+                query: await asyncio.to_thread(
+                    scraper.api,
+                    "query",
+                    query=query,
+                    time=str(stalled_until - 0.1),
+                )
+                for query in queries
+            }
+        finally:
+            await asyncio.to_thread(server.close)
+
+        assert {query: {target} for query in answers} == {
+            query: {
+                series["metric"]["instance"] for series in answer["result"]
+            }
+            for query, answer in answers.items()
+        }

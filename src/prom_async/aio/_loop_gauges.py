@@ -49,6 +49,20 @@ class ScrapeTimeGauge(Collector):
         self._lock = threading.Lock()
         registry.register(self)
 
+    def claim(
+        self, labelvalues: tuple[str, ...], reading: Reading
+    ) -> object | None:
+        """
+        Report *reading*'s value under *labelvalues* from now on, unless
+        another reading there still gives a value: return its owner then.
+        """
+        with self._lock:
+            current = self._readings.get(labelvalues)
+            if current is not None and current() is not None:
+                return getattr(current, "__self__", current)
+            self._readings = {**self._readings, labelvalues: reading}
+            return None
+
     def add(self, labelvalues: tuple[str, ...], reading: Reading) -> None:
         """
         Report *reading*'s value under *labelvalues* from now on.

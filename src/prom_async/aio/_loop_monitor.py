@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 import time
-import weakref
 
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
@@ -54,12 +52,6 @@ LAG_BUCKETS: Final = (
 _SLOTS: Final = 12
 
 _M = TypeVar("_M")
-
-_lock = threading.Lock()
-#: The running monitors, by registry, then by namespace and loop name.
-_running: weakref.WeakKeyDictionary[
-    CollectorRegistry, dict[tuple[str, str | None], LoopMonitor]
-] = weakref.WeakKeyDictionary()
 
 
 class WorstLag:
@@ -123,7 +115,7 @@ class LoopMonitor:
         How late the loop ran the monitor's probe timer, once per
         *interval*. A loop that keeps up stays below 1 ms.
     ``asyncio_event_loop_lag_max_seconds`` (gauge, read when scraped)
-        The worst lag of the last *window* seconds (of up to *window* /
+        The worst lag of the last *window* seconds (or up to *window* /
         12 seconds more), a stall in progress included: a spike between
         two scrapes is not lost.
     ``asyncio_event_loop_blocked_seconds`` (gauge, read when scraped)
@@ -215,25 +207,22 @@ class LoopMonitor:
             buckets=tuple(buckets),
         )
         self._lag = lag.labels(*self._labelvalues) if name else lag
+        self._blocked = make(
+            ScrapeTimeGauge,
+            "asyncio_event_loop_blocked_seconds",
+            "How long the event loop's probe is overdue: how long the loop "
+            "has been stuck; 0 while it keeps up.",
+        )
         self._gauges = [
+            (self._blocked, self._read_blocked),
             (
                 make(
                     ScrapeTimeGauge,
                     "asyncio_event_loop_lag_max_seconds",
-                    "The worst event loop lag of the last "
-                    f"{self._window:g} seconds, a stall in progress "
-                    "included.",
+                    "The worst event loop lag over the monitor's window, a "
+                    "stall in progress included.",
                 ),
                 self._read_worst_lag,
-            ),
-            (
-                make(
-                    ScrapeTimeGauge,
-                    "asyncio_event_loop_blocked_seconds",
-                    "How long the event loop's probe is overdue: how long "
-                    "the loop has been stuck; 0 while it keeps up.",
-                ),
-                self._read_blocked,
             ),
             (
                 make(
@@ -252,8 +241,8 @@ class LoopMonitor:
             slow = make(
                 Counter,
                 "asyncio_event_loop_slow_callbacks",
-                f"Event loop callbacks that ran for {threshold:g} seconds "
-                "or longer.",
+                "Event loop callbacks that ran for at least the monitor's "
+                "threshold.",
             )
             self._slow = (
                 threshold,
@@ -290,15 +279,24 @@ class LoopMonitor:
         loop = asyncio.get_running_loop()
         if self._run is not None:
             raise RuntimeError(f"{self!r} is already running")
-        self._claim()
+        if self._slow is not None:
+            _loop_slow.check(loop)
+        run = _Run(loop, self._interval, self._window, self._probe)
+        self._run = run
         try:
+            # The watchdog's sample is the claim on the series: only one
+            # running monitor per registry, namespace and name has it.
+            other = self._blocked.claim(self._labelvalues, self._read_blocked)
+            if other is not None:
+                self._refuse(other)
             if self._slow is not None:
                 _loop_slow.watch(loop, *self._slow)
         except BaseException:
-            self._release()
+            self._run = None
+            run.handle.cancel()
+            self._blocked.remove(self._labelvalues, self._read_blocked)
             raise
-        self._run = _Run(loop, self._interval, self._window, self._probe)
-        for gauge, reading in self._gauges:
+        for gauge, reading in self._gauges[1:]:
             gauge.add(self._labelvalues, reading)
 
     def stop(self) -> None:
@@ -326,7 +324,6 @@ class LoopMonitor:
             gauge.remove(self._labelvalues, reading)
         if self._slow is not None:
             _loop_slow.unwatch(loop, self._slow[1])
-        self._release()
 
     async def __aenter__(self) -> Self:
         self.start()
@@ -354,32 +351,13 @@ class LoopMonitor:
         async with self:
             yield
 
-    def _claim(self) -> None:
-        key = (self._namespace, self._name)
-        with _lock:
-            running = _running.setdefault(self._registry, {})
-            other = running.get(key)
-            if other is not None and not other._gone():  # noqa: SLF001
-                where = f" with namespace {self._namespace!r}" * bool(
-                    self._namespace
-                )
-                raise RuntimeError(
-                    f"{other!r} already reports into this registry{where}; "
-                    "give each loop's monitor a name= of its own (the loop "
-                    "label), or stop the other one first"
-                )
-            running[key] = self
-
-    def _release(self) -> None:
-        key = (self._namespace, self._name)
-        with _lock:
-            running = _running.get(self._registry, {})
-            if running.get(key) is self:
-                del running[key]
-
-    def _gone(self) -> bool:
-        run = self._run
-        return run is None or run.loop.is_closed()
+    def _refuse(self, other: object) -> NoReturn:
+        where = f" with namespace {self._namespace!r}" * bool(self._namespace)
+        raise RuntimeError(
+            f"{other!r} already reports into this registry{where}; give "
+            "each loop's monitor a name= of its own (the loop label), or "
+            "stop the other one first"
+        )
 
     def _probe(self, run: _Run) -> None:
         now = time.monotonic()

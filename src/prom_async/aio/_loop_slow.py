@@ -26,7 +26,7 @@ from time import perf_counter
 from typing import Any, Protocol
 
 
-__all__ = ["unwatch", "watch"]
+__all__ = ["check", "unwatch", "watch"]
 
 
 class _Counter(Protocol):
@@ -57,7 +57,14 @@ def _timed_run(handle: Any) -> None:
     return None
 
 
-def _check(loop: asyncio.AbstractEventLoop) -> None:
+def check(loop: asyncio.AbstractEventLoop) -> None:
+    """
+    Raise unless the callbacks of *loop* can be timed.
+
+    Raises:
+        RuntimeError: *loop* is not one of asyncio's own, or this Python's
+            asyncio lacks what the wrapper needs.
+    """
     if not isinstance(loop, asyncio.BaseEventLoop):
         kind = type(loop)
         raise RuntimeError(  # noqa: TRY004 -- not an argument: the running loop
@@ -93,7 +100,7 @@ def watch(
             asyncio lacks what the wrapper needs.
     """
     global _original, _installed  # noqa: PLW0603 -- one wrapper per process
-    _check(loop)
+    check(loop)
     with _lock:
         if not _installed:
             handle: Any = asyncio.events.Handle
