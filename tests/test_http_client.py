@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import random
 import socket
+import sys
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -308,7 +310,7 @@ class TestRequestDuration:
 
         assert {
             ("", "TimeoutError"): 1,
-            ("", type(read.value).__qualname__): 1,
+            ("", type(read.value).__name__): 1,
         } == counted(registry)
 
     async def test_cancelled(self, registry, upstream):
@@ -375,6 +377,37 @@ class TestRequestDuration:
             labels["http_request_method"]
             for labels in label_sets(registry, f"{DURATION}_count")
         }
+
+    async def test_known_methods_from_the_environment(
+        self, registry, upstream, monkeypatch
+    ):
+        """OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS is the default list."""
+        monkeypatch.setenv(
+            "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "GET, propfind,,"
+        )
+        async with session(registry) as client:
+            for method in ("PROPFIND", "GET", "POST"):
+                async with client.request(method, upstream("/")):
+                    pass
+
+        assert {"PROPFIND", "GET", "_OTHER"} == {
+            labels["http_request_method"]
+            for labels in label_sets(registry, f"{DURATION}_count")
+        }
+
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"known_methods": "GET"}, "collection of methods"),
+            ({"known_methods": ["GET", 1]}, "takes strings"),
+            ({"buckets": "fast"}, "sequence of numbers"),
+            ({"buckets": 5}, "sequence of numbers"),
+        ],
+    )
+    def test_wrong_options(self, registry, options, message):
+        """Options of the wrong type are refused when it is made."""
+        with pytest.raises(TypeError, match=message):
+            client_trace_config(registry=registry, **options)
 
     async def test_buckets_and_namespace(self, registry, upstream):
         """namespace= prefixes every name; buckets= sets the bounds."""
@@ -451,7 +484,7 @@ class TestActiveRequests:
                 except asyncio.CancelledError:
                     outcomes["", "CancelledError"] += 1
                 except Exception as error:
-                    outcomes["", type(error).__qualname__] += 1
+                    outcomes["", type(error).__name__] += 1
                 else:
                     async with response:
                         status = str(response.status)
@@ -569,16 +602,21 @@ class TestCardinality:
             for labels, value in samples(registry, f"{DURATION}_count")
         }
 
-    def test_negative_limit(self, registry):
-        """max_label_values= below 0 is refused."""
+    def test_limit_is_checked(self, registry):
+        """max_label_values= takes an int of 0 or more."""
         with pytest.raises(ValueError, match="max_label_values"):
             client_trace_config(registry=registry, max_label_values=-1)
+        for wrong in ("3", True):
+            with pytest.raises(TypeError, match="max_label_values"):
+                client_trace_config(registry=registry, max_label_values=wrong)
 
 
 class TestResponseDuration:
     async def test_ends_when_the_body_was_read(self, registry, upstream):
         """A streamed body: observed when its end has been read."""
-        async with session(registry, response_duration=True) as client:
+        async with session(
+            registry, response_duration=True, exemplar=False
+        ) as client:
             async with client.get(upstream("/stream/s")) as response:
                 await upstream.arrived("s")
                 assert 1.0 == total(registry, f"{DURATION}_count")
@@ -710,7 +748,7 @@ class TestConnections:
             (
                 {
                     "dns_question_name": "unknown.test",
-                    "error_type": type(failed.value).__qualname__,
+                    "error_type": type(failed.value).__name__,
                 },
                 1.0,
             ),
@@ -762,7 +800,8 @@ class TestFamilies:
 
     def test_other_buckets_is_a_clear_error(self, registry):
         """The same registry and namespace with other buckets is refused."""
-        client_trace_config(registry=registry)
+        client_trace_config(registry=registry, buckets=(1, 2))
+        client_trace_config(registry=registry, buckets=[1.0, 2.0, math.inf])
 
         with pytest.raises(ValueError, match="another namespace"):
             client_trace_config(registry=registry, buckets=(1.0,))
@@ -796,10 +835,8 @@ def exemplars(registry: CollectorRegistry, name: str) -> list[dict[str, str]]:
 
 class TestExemplars:
     async def test_current_trace(self, registry, upstream, tracer):
-        """exemplar=True links observations to the request's span."""
-        async with session(
-            registry, exemplar=True, response_duration=True
-        ) as client:
+        """By default observations link to the request's span."""
+        async with session(registry, response_duration=True) as client:
             with tracer.start_as_current_span("call") as span:
                 trace_id = f"{span.get_span_context().trace_id:032x}"
                 async with client.get(upstream("/stream/x")) as response:
@@ -829,6 +866,22 @@ class TestExemplars:
 
         for name in (DURATION, RESPONSE, CONNECT):
             assert 2 == len(exemplars(registry, f"{name}_bucket")), name
+
+    async def test_without_opentelemetry(
+        self, registry, upstream, monkeypatch
+    ):
+        """Without the OpenTelemetry API, exemplar=True asks nothing."""
+        monkeypatch.setitem(sys.modules, "opentelemetry.trace", None)
+
+        asked = []
+        monkeypatch.setattr(
+            _exemplars, "current_trace", lambda: asked.append(1)
+        )
+        async with session(registry) as client, client.get(upstream("/")):
+            pass
+
+        assert 1.0 == total(registry, f"{DURATION}_count")
+        assert [] == asked
 
     def test_wrong_option(self, registry):
         """exemplar= takes True, a callable or None."""

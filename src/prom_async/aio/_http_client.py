@@ -36,7 +36,7 @@ import aiohttp
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
-from . import _exemplars
+from . import _exemplars, _http_client_options
 from ._families import family
 
 
@@ -49,22 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["client_trace_config"]
 
 log = logging.getLogger(__name__)
-
-# The methods recorded as themselves (RFC 9110's and PATCH, as in the
-# semantic conventions); any other is recorded as ``_OTHER``.
-_KNOWN_METHODS = frozenset(
-    {
-        "CONNECT",
-        "DELETE",
-        "GET",
-        "HEAD",
-        "OPTIONS",
-        "PATCH",
-        "POST",
-        "PUT",
-        "TRACE",
-    }
-)
 
 # The key of ``trace_request_ctx`` whose value is the request's
 # ``url_template`` label.
@@ -203,7 +187,7 @@ def _error_outcome(error: BaseException) -> _Outcome:
     ):
         # raise_for_status: the response arrived, and is recorded as one.
         return _status_outcome(error.status)
-    return ("", type(error).__qualname__)
+    return ("", type(error).__name__)
 
 
 def _child(metric: Any, key: tuple[str, ...]) -> Any:
@@ -225,7 +209,7 @@ class _ClientMetrics:
         *,
         registry: CollectorRegistry,
         namespace: str,
-        buckets: Sequence[float],
+        buckets: Sequence[float] | None,
         exemplar: bool | ExemplarSource | None,
         response_duration: bool,
         connect_duration: bool,
@@ -233,16 +217,10 @@ class _ClientMetrics:
         known_methods: Iterable[str] | None,
         max_label_values: int,
     ) -> None:
-        if max_label_values < 0:
-            raise ValueError(
-                f"max_label_values= must be 0 or more, not {max_label_values}"
-            )
-        self._exemplar = _exemplars.exemplar_source(exemplar)
-        self._methods = (
-            _KNOWN_METHODS
-            if known_methods is None
-            else frozenset(method.upper() for method in known_methods)
-        )
+        max_label_values = _http_client_options.label_limit(max_label_values)
+        bounds = _http_client_options.buckets(buckets)
+        self._exemplar = _http_client_options.exemplar_source(exemplar)
+        self._methods = _http_client_options.known_methods(known_methods)
         self._servers: _Bounded[
             tuple[str | None, int | None], tuple[str, str]
         ] = _Bounded(
@@ -266,7 +244,7 @@ class _ClientMetrics:
                 labels,
                 registry=registry,
                 namespace=namespace,
-                buckets=tuple(buckets),
+                buckets=bounds,
             )
 
         def counter(name: str, documentation: str) -> Counter:
@@ -495,7 +473,7 @@ class _ClientMetrics:
         self._observe(_child(self._duration, key), elapsed)
         if self._response_duration is not None:
             self._observe(_child(self._response_duration, key), elapsed)
-        error_type = type(error).__qualname__
+        error_type = type(error).__name__
         connect_start = request.connect_start
         if connect_start is not None and self._connect_duration is not None:
             request.connect_start = None
@@ -571,8 +549,8 @@ def client_trace_config(
     *,
     registry: CollectorRegistry = REGISTRY,
     namespace: str = "",
-    buckets: Sequence[float] = Histogram.DEFAULT_BUCKETS,
-    exemplar: bool | ExemplarSource | None = None,
+    buckets: Sequence[float] | None = None,
+    exemplar: bool | ExemplarSource | None = True,
     response_duration: bool = False,
     connect_duration: bool = False,
     dns_duration: bool = False,
@@ -580,79 +558,90 @@ def client_trace_config(
     max_label_values: int = 100,
 ) -> aiohttp.TraceConfig:
     """
-    An :class:`aiohttp.TraceConfig` that measures the requests of the
-    sessions it is given to:
+    Build an :class:`aiohttp.TraceConfig` that measures the requests of
+    the sessions it is given to:
     ``aiohttp.ClientSession(trace_configs=[client_trace_config()])``.
 
-    The metrics, with OpenTelemetry's names for them as Prometheus sees
-    them:
+    It records, under OpenTelemetry's names as Prometheus sees them:
 
-    - ``http_client_request_duration_seconds``, a histogram: from the
-      request's start until its response's headers arrived (aiohttp's
-      ``on_request_end`` signal; the body may still be on its way), or until
-      it failed. Labels ``http_request_method``, ``server_address``,
-      ``server_port``, ``url_template``, ``http_response_status_code``,
-      ``error_type``.
-    - ``http_client_active_requests``, a gauge: the requests started whose
-      response's headers have not arrived (and that have not failed); the
-      first four labels.
+    - ``http_client_request_duration_seconds``, a histogram labelled
+      ``http_request_method``, ``server_address``, ``server_port``,
+      ``url_template``, ``http_response_status_code`` and ``error_type``:
+      from the request's start until its response's headers arrived
+      (aiohttp's ``on_request_end`` signal: the body may still be on its
+      way), or until it failed;
+    - ``http_client_active_requests``, a gauge with the first four labels:
+      the requests started whose response's headers have not arrived, and
+      that have not failed;
     - ``http_client_connections_opened_total`` and
-      ``http_client_connections_reused_total``, counters: the connections
-      opened for requests, and the requests sent on a pooled keep-alive
-      connection. Labels ``server_address``, ``server_port``.
+      ``http_client_connections_reused_total``, counters labelled
+      ``server_address`` and ``server_port``: the connections opened for
+      requests, and the requests sent on a pooled keep-alive connection.
 
-    A request that follows redirects is one request: labelled with the
-    server it was sent to, and the status of the last response.
+    A response with a 4xx or 5xx status has the status as ``error_type``
+    (also when ``raise_for_status`` turns it into an exception); a request
+    that failed without a response has the exception's class name, such as
+    ``ClientConnectorError``, ``TimeoutError`` or ``CancelledError``, and
+    an empty status. A request that follows redirects is one request,
+    labelled with the server it was sent to and the last status.
+
+    ``server_address`` is the URL's host as sent (an internationalised name
+    in its ``xn--`` form) and ``server_port`` its port, the scheme's
+    default included. ``url_template`` is empty unless the request names
+    one: ``session.get(url, trace_request_ctx={"url_template":
+    "/users/{id}"})``; keeping it bounded is the caller's part (a template,
+    never the path itself). A URL's path and query never become labels.
 
     Args:
         registry: Where the metrics are registered. Trace configs made
             with the same registry and *namespace* share the metric
             families.
         namespace: A prefix for every metric's name, joined with ``_``.
-        buckets: The upper bounds of the histograms' buckets, in seconds;
-            by default prometheus_client's, which are the semantic
-            conventions' advisory buckets.
-        exemplar: Attach an exemplar to each histogram observation:
-            :data:`True` for the current OpenTelemetry trace (``trace_id``
-            and ``span_id`` of the span current when the request was made;
-            needs the ``otel`` extra), or a callable that returns the
-            exemplar's labels (or :data:`None` for none).
+        buckets: The histograms' buckets, in seconds; by default
+            prometheus_client's, which are the semantic conventions'
+            advisory buckets.
+        exemplar: What the histograms' exemplars come from: True (the
+            default) for the OpenTelemetry span current when the request is
+            made, when the OpenTelemetry API is installed and the span is
+            sampled; a callable that returns exemplar labels; False or None
+            for none.
         response_duration: Also record
             ``http_client_response_duration_seconds``, a histogram with the
-            same labels: from the request's start until its response was
-            released, that is its body was read to the end (or was complete
-            with the headers), or the response was released or closed. A
-            request that failed is recorded when it failed.
+            request duration's labels: from the request's start until its
+            response was released, that is its body was read to the end (or
+            came whole with the headers), or the response was released or
+            closed. A failed request is recorded when it failed, a
+            WebSocket handshake when its headers arrived.
         connect_duration: Also record
-            ``http_client_connect_duration_seconds``, a histogram: the time
+            ``http_client_connect_duration_seconds``, a histogram labelled
+            ``server_address``, ``server_port`` and ``error_type``: the time
             to open each new connection (DNS lookup, TCP connect, TLS and
-            proxy handshakes). Labels ``server_address``, ``server_port``,
-            ``error_type``.
+            proxy handshakes), failed ones included.
         dns_duration: Also record ``dns_lookup_duration_seconds``, a
-            histogram: the DNS lookups that aiohttp's DNS cache did not
-            answer. Labels ``dns_question_name``, ``error_type``.
-        known_methods: The request methods recorded as themselves; any
-            other becomes ``_OTHER``. By default the semantic conventions'
-            list: ``CONNECT``, ``DELETE``, ``GET``, ``HEAD``, ``OPTIONS``,
-            ``PATCH``, ``POST``, ``PUT`` and ``TRACE``.
-        max_label_values: How many distinct servers (address and port),
-            URL templates and DNS names each are recorded as themselves;
-            later new ones are recorded as ``_OTHER``, with a warning.
+            histogram labelled ``dns_question_name`` and ``error_type``:
+            the DNS lookups that aiohttp's DNS cache did not answer, failed
+            ones included.
+        known_methods: The methods that keep their name in
+            ``http_request_method`` (others become ``_OTHER``), in any case;
+            by default those of ``OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS``
+            when it is set (comma-separated), otherwise
+            :data:`DEFAULT_KNOWN_METHODS`.
+        max_label_values: How many distinct values ``server_address`` (with
+            its port), ``url_template`` and ``dns_question_name`` each take
+            in this trace config; later new ones are recorded as
+            ``_OTHER``, with a warning.
 
     Returns:
-        A new trace config; it can be given to any number of sessions.
+        The trace config; any number of sessions can share it.
 
     Raises:
-        ValueError: A metric of the same name exists in *registry* with
-            other labels or buckets (give another *namespace*), or
-            *max_label_values* is negative.
-        TypeError: *exemplar* is not :data:`True`, a callable or
-            :data:`None`.
+        ValueError: A metric of the same name already exists in *registry*
+            with other labels or buckets, or *max_label_values* is
+            negative.
+        TypeError: An option has the wrong type.
 
-    The ``url_template`` label is empty unless the request names its
-    template: ``session.get(url, trace_request_ctx={"url_template":
-    "/users/{id}"})``. Keeping it bounded is up to the caller: a template,
-    never the path itself.
+    Recording never fails a request: if the bookkeeping fails, the error is
+    logged once and that request goes unmeasured.
 
     .. versionadded:: 0.2.0
     """
