@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gzip
 import threading
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -144,6 +146,35 @@ class GatedCollector:
         yield GaugeMetricFamily("collections", "Collections.", value=calls)
 
 
+class CancellingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """
+    A default executor that can be told to cancel all it is given next.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.cancelling = False
+
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        if not self.cancelling:
+            return super().submit(fn, *args, **kwargs)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future.cancel()
+        return future
+
+
+@pytest.fixture
+async def executor() -> CancellingExecutor:
+    """
+    The running loop's default executor, of the test's own.
+    """
+    executor = CancellingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    return executor
+
+
 def gated_renderer(
     registry: CollectorRegistry,
 ) -> tuple[GatedCollector, RegistryRenderer]:
@@ -251,14 +282,22 @@ def multiprocess_registry(
         values, "ValueClass", values.MultiProcessValue(lambda: 123)
     )
     worker = CollectorRegistry()
-    Counter("mp_jobs", "Jobs.", ["kind"], registry=worker).labels("a").inc(3)
-    Gauge(
+    jobs = Counter("mp_jobs", "Jobs.", ["kind"], registry=worker).labels("a")
+    jobs.inc(3)
+    busy = Gauge(
         "mp_busy", "Busy.", registry=worker, multiprocess_mode="livesum"
-    ).set(2)
-    Histogram("mp_wait", "Wait.", registry=worker).observe(0.3)
+    )
+    busy.set(2)
+    wait = Histogram("mp_wait", "Wait.", registry=worker)
+    wait.observe(0.3)
     MultiProcessCollector(registry, path=str(tmp_path))
     yield registry
-    values.close_all_multiprocess_files()
+    close_all = getattr(values, "close_all_multiprocess_files", None)
+    if close_all is not None:
+        close_all()
+    else:  # Before prometheus_client 0.26, only each value knows its file.
+        for value in (jobs._value, busy._value, wait._sum):
+            value._file.close()
 
 
 class TestRegistryRendererFormat:
@@ -290,13 +329,14 @@ class TestRegistryRendererFormat:
             accept=PROMETHEUS_2_42_ACCEPT, accept_encoding=None, names=None
         )
 
+        # prometheus_client names the escaping from 0.23 on.
         assert (
-            (
-                "application/openmetrics-text; version=1.0.0; charset=utf-8;"
-                " escaping=underscores"
-            ),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
             openmetrics.generate_latest(registry),
-        ) == (exposition.content_type, exposition.body)
+        ) == (
+            exposition.content_type.removesuffix("; escaping=underscores"),
+            exposition.body,
+        )
 
     async def test_exemplars_in_openmetrics(
         self, registry: CollectorRegistry
@@ -558,6 +598,62 @@ class TestRegistryRendererErrors:
         )
 
         assert [RuntimeError] * 3 == [type(result) for result in results]
+
+
+class TestRegistryRendererExecutor:
+    async def test_shut_down_executor_raises(
+        self, registry: CollectorRegistry, executor: CancellingExecutor
+    ) -> None:
+        """With the loop's executor shut down, a scrape gets its error."""
+        executor.shutdown()
+
+        with pytest.raises(RuntimeError, match="shutdown"):
+            await RegistryRenderer(registry).render(
+                accept=None, accept_encoding=None, names=None
+            )
+
+    async def test_queued_scrapes_get_the_executor_error(
+        self, registry: CollectorRegistry, executor: CancellingExecutor
+    ) -> None:
+        """Scrapes queued when the executor shuts down get its error."""
+        collector, renderer = gated_renderer(registry)
+        first, second, third = await scrapes_behind_a_held_render(
+            collector, renderer
+        )
+        # Both run after the two scrapes took their first step.
+        asyncio.get_running_loop().call_soon(executor.shutdown, False)
+        asyncio.get_running_loop().call_soon(collector.release.set)
+        results = await asyncio.gather(
+            first, second, third, return_exceptions=True
+        )
+
+        assert [Exposition, RuntimeError, RuntimeError] == [
+            type(result) for result in results
+        ]
+
+    async def test_cancelled_render_cancels_its_scrapes(
+        self, registry: CollectorRegistry, executor: CancellingExecutor
+    ) -> None:
+        """Scrapes waiting on a render the executor cancels are cancelled."""
+        collector, renderer = gated_renderer(registry)
+        first, second, third = await scrapes_behind_a_held_render(
+            collector, renderer
+        )
+        executor.cancelling = True
+        # Runs after the two scrapes took their first step.
+        asyncio.get_running_loop().call_soon(collector.release.set)
+        await first
+        await asyncio.wait([second, third])
+        executor.cancelling = False
+        later = await renderer.render(
+            accept=None, accept_encoding=None, names=None
+        )
+
+        assert [True, True, b"collections 2.0"] == [
+            second.cancelled(),
+            third.cancelled(),
+            later.body.split(b"\n")[2],
+        ]
 
 
 class TestLazyRegistry:

@@ -185,8 +185,7 @@ class RegistryRenderer:
             queued, flight.queued = flight.queued, None
             if queued is None:
                 flight.running = None
-                if self._flights.get(key) is flight:
-                    del self._flights[key]
+                del self._flights[key]
             else:
                 self._start(key, flight, accept, queued)
 

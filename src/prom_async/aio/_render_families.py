@@ -12,11 +12,11 @@ included, for tens of milliseconds).  Every few samples the walk checks the
 clock and, after a slice of work, sleeps briefly: the thread gives up the
 GIL on its own instead of holding it for the whole switch interval.
 
-Reading ``prometheus_client``'s own metrics lazily uses private attributes
-(``CollectorRegistry._collector_to_names``, ``MetricWrapperBase._samples``);
-wherever they are missing or overridden, the public ``collect()`` is used,
-and the samples come out the same.  Families of such metrics also carry the
-metric itself, for :class:`~._render_lines.LineEncoder` to encode directly.
+Reading ``prometheus_client``'s own metrics lazily uses its internals (see
+:mod:`._client_internals`); wherever they are missing or overridden, the
+public ``collect()`` is used, and the samples come out the same.  Families
+of such metrics also carry the metric itself, for
+:class:`~._render_lines.LineEncoder` to encode directly.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.samples import Sample
+
+from ._client_internals import lazy_metric, registry_contents
 
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class _Family:
         type: str,  # noqa: A002 -- the attribute the encoders read
         unit: str,
         samples: Iterable[Sample],
-        source: MetricWrapperBase | None = None,
+        source: object = None,
     ) -> None:
         self.name = name
         self.documentation = documentation
@@ -231,72 +232,27 @@ def _walk(registry: CollectorRegistry) -> Iterator[Any]:
     """
     Yield what ``registry.collect()`` yields, reading metrics lazily.
     """
-    internals = _registry_internals(registry)
-    if internals is None:
+    contents = registry_contents(registry)
+    if contents is None:
         yield from registry.collect()
         return
-    lock, collector_to_names, target_info_metric = internals
-    with lock:
-        collectors = list(collector_to_names)
-        target_info = (
-            target_info_metric()
-            if registry._target_info  # noqa: SLF001 -- as collect()
-            else None
-        )
+    collectors, target_info = contents
     if target_info:
         yield target_info
     for collector in collectors:
-        family = _lazy_family(collector)
-        if family is None:
+        lazy = lazy_metric(collector)
+        if lazy is None:
             yield from collector.collect()
         else:
-            yield family
-
-
-def _registry_internals(
-    registry: CollectorRegistry,
-) -> tuple[Any, dict[Any, Any], Callable[[], Any]] | None:
-    if type(registry).collect is not CollectorRegistry.collect:
-        return None
-    lock = getattr(registry, "_lock", None)
-    collector_to_names = getattr(registry, "_collector_to_names", None)
-    target_info_metric = getattr(registry, "_target_info_metric", None)
-    if (
-        lock is None
-        or not isinstance(collector_to_names, dict)
-        or not hasattr(registry, "_target_info")
-        or not callable(target_info_metric)
-    ):
-        return None
-    return lock, collector_to_names, target_info_metric
-
-
-def _lazy_family(collector: object) -> _Family | None:
-    """
-    The family ``collector.collect()`` would return, its samples lazy.
-
-    :data:`None` when *collector* is not a ``prometheus_client`` metric
-    whose ``collect()`` is the stock one.
-    """
-    if (
-        not isinstance(collector, MetricWrapperBase)
-        or type(collector).collect is not MetricWrapperBase.collect
-    ):
-        return None
-    name = getattr(collector, "_name", None)
-    get_metric = getattr(collector, "_get_metric", None)
-    produce = getattr(collector, "_samples", None)
-    if not isinstance(name, str) or get_metric is None or produce is None:
-        return None
-    metric = get_metric()
-    return _Family(
-        metric.name,
-        metric.documentation,
-        metric.type,
-        metric.unit,
-        _renamed(name, produce),
-        collector,
-    )
+            metric = lazy.family
+            yield _Family(
+                metric.name,
+                metric.documentation,
+                metric.type,
+                metric.unit,
+                _renamed(lazy.prefix, lazy.samples),
+                collector,
+            )
 
 
 def _renamed(
@@ -304,12 +260,6 @@ def _renamed(
 ) -> Iterator[Sample]:
     # The metric's own samples carry only the suffix, as collect() sees them.
     # They are produced once read: a family encoded from its source is not.
+    # Positional: a Sample has five fields before prometheus_client 0.22.
     for sample in produce():
-        yield Sample(
-            prefix + sample.name,
-            sample.labels,
-            sample.value,
-            sample.timestamp,
-            sample.exemplar,
-            sample.native_histogram,
-        )
+        yield Sample(prefix + sample[0], *sample[1:])

@@ -11,20 +11,33 @@ formats the lines itself: a series' labels are escaped once and kept (a
 child's label values never change; the text is keyed by them, so a removed
 and re-created child finds the same text), sample names are escaped once per
 family, and values go through a short path that gives what
-``floatToGoString`` gives, calling it for anything but plain numbers (with
-the texts of up to 16384 recurring values kept).
+``floatToGoString`` gives, calling it for anything but plain numbers.
+
+What is kept is bounded.  Per encoder: the label texts of at most
+:data:`_KEPT_TEXTS` series (about 120 bytes each; the series beyond are
+escaped at each render, as the library does), and the texts of at most
+:data:`_KEPT_NUMBERS` recurring values.  A sample's own label (a bucket's
+``le``, an enum's state) is not kept per series: the series' text is split
+where it goes, and only the escaped label (one per bucket bound or state,
+at most :data:`_KEPT_PAIRS` per metric) is kept.  The texts of series that
+are gone are dropped once a metric keeps more than twice as many as it has,
+and those of a metric that is gone with it.
 
 The output is byte for byte the library's: every escaping and formatting
 decision is made by ``prometheus_client``'s own functions, and before a
 layout (format and escaping) is used, a probe registry is encoded both ways
 and compared; on any difference, or anything unusual in a family (native
 histograms, values that are not numbers, names that need quoting, an error),
-the family is handed back to the library's encoder.
+the family is handed back to the library's encoder.  Where the line encoder
+cannot be used at all (an internal it needs is missing, the probe differs),
+the reason is logged at DEBUG on the ``prom_async.aio.web`` logger, once.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import logging
 import threading
 import weakref
 
@@ -40,50 +53,43 @@ from prometheus_client import (
     Summary,
 )
 from prometheus_client import exposition as text_exposition
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
+
+from . import _client_internals as internals
+from ._client_internals import (
+    Escapers,
+    child_samples,
+    has_stock_samples,
+    metric_name,
+    series,
+)
 
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-__all__ = ["Layout", "LineEncoder"]
+__all__ = ["Layout", "LineEncoder", "layout_of"]
 
-# Private helpers of the OpenMetrics encoder that both encoders use; without
-# any of them (another prometheus_client version), nothing is encoded here.
-_escape: Callable[..., str] | None = getattr(om_exposition, "_escape", None)
-_labelname_rune: Callable[..., bool] | None = getattr(
-    om_exposition, "_is_legacy_labelname_rune", None
-)
-_valid_metric_name: Callable[[str], bool] | None = getattr(
-    om_exposition, "_is_valid_legacy_metric_name", None
-)
-_compose_exemplar: Callable[..., str] | None = getattr(
-    om_exposition, "_compose_exemplar_string", None
-)
-_escape_metric_name: Callable[..., str] | None = getattr(
-    om_exposition, "escape_metric_name", None
-)
-_escape_label_name: Callable[..., str] | None = getattr(
-    om_exposition, "escape_label_name", None
-)
-_ALLOWUTF8: str | None = getattr(om_exposition, "ALLOWUTF8", None)
-_UNDERSCORES: str | None = getattr(om_exposition, "UNDERSCORES", None)
+log = logging.getLogger("prom_async.aio.web")
 
 # Samples of the text format that it moves into gauges of their own.
 _TEXT_SIDE_SUFFIXES = ("_created", "_gsum", "_gcount")
 # Lines joined into one piece of bytes at a time.
 _CHUNK_LINES = 512
-# Label texts kept per series for samples with labels of their own.
-_MERGED_PER_SERIES = 64
 # Digits before the point that Go writes without an exponent.
 _GO_PLAIN_DIGITS = 6
 # Numbers whose text is kept, and how many at most.
 _KEPT_NUMBER_TYPES = frozenset({float, int})
 _KEPT_NUMBERS = 1 << 14
+# Label texts of series (and split texts) kept per encoder, at most.
+_KEPT_TEXTS = 1 << 17
+# Escaped labels of samples (bucket bounds, states) kept per metric.
+_KEPT_PAIRS = 256
+# Layouts whose probe outcome is kept; past them, the library encodes.
+_KEPT_LAYOUTS = 32
 
 
 class Layout(NamedTuple):
@@ -126,22 +132,19 @@ class _Unusual(Exception):  # noqa: N818 -- a signal, not an error
     """
 
 
-def layout_of(encoder: Callable[[Any], bytes]) -> Layout | None:
+def layout_of(
+    encoder: Callable[[Any], bytes], escapers: Escapers | str | None = None
+) -> Layout | None:
     """
     The layout *encoder* produces, if it is one of the library's encoders.
 
-    :data:`None` for anything else, such as a wrapped or custom encoder.
+    :data:`None` for anything else, such as a wrapped or custom encoder,
+    and when the line encoder cannot be used with this ``prometheus_client``
+    (*escapers* is the reason; by default, the installed library's).
     """
-    if (
-        _escape is None
-        or _labelname_rune is None
-        or _valid_metric_name is None
-        or _compose_exemplar is None
-        or _escape_metric_name is None
-        or _escape_label_name is None
-        or _ALLOWUTF8 is None
-        or _UNDERSCORES is None
-    ):
+    if escapers is None:
+        escapers = internals.LINE_ENCODING
+    if isinstance(escapers, str):
         return None
     function: object = encoder
     keywords: dict[str, Any] = {}
@@ -149,7 +152,7 @@ def layout_of(encoder: Callable[[Any], bytes]) -> Layout | None:
         if encoder.args:
             return None
         function, keywords = encoder.func, dict(encoder.keywords)
-    escaping = keywords.pop("escaping", _UNDERSCORES)
+    escaping = keywords.pop("escaping", escapers.underscores)
     if function is text_exposition.generate_latest and not keywords:
         openmetrics, version = False, ""
     elif function is om_exposition.generate_latest and set(keywords) <= {
@@ -163,6 +166,28 @@ def layout_of(encoder: Callable[[Any], bytes]) -> Layout | None:
     return Layout(openmetrics, escaping, version)
 
 
+class _Budget:
+    """
+    How many more label texts an encoder may keep.
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def take(self) -> bool:
+        """
+        Whether one more text may be kept, counting it if so.
+        """
+        # Renders in other threads take too: the count may be off by the
+        # few texts taken at the same moment, until the next recount.
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
 class _Texts:
     """
     The label texts of one metric's series, in one escaping.
@@ -173,42 +198,128 @@ class _Texts:
     collections (which would hold the GIL, stalling the event loop).
     """
 
-    __slots__ = ("escaping", "labelnames", "merged", "plain")
+    __slots__ = (
+        "budget",
+        "escapers",
+        "escaping",
+        "labelnames",
+        "pairs",
+        "plain",
+        "positions",
+        "sorted_names",
+        "splits",
+    )
 
-    def __init__(self, labelnames: tuple[str, ...], escaping: str) -> None:
+    def __init__(
+        self,
+        labelnames: tuple[str, ...],
+        escaping: str,
+        escapers: Escapers,
+        budget: _Budget,
+    ) -> None:
         self.labelnames = labelnames
+        self.sorted_names = sorted(labelnames)
         self.escaping = escaping
+        self.escapers = escapers
+        self.budget = budget
         self.plain: dict[tuple[str, ...], str] = {}
-        self.merged: dict[tuple[tuple[str, ...], str, str], str] = {}
+        self.splits: dict[tuple[tuple[str, ...], str], tuple[str, str]] = {}
+        self.pairs: dict[str, dict[str, str]] = {}
+        self.positions: dict[str, int] = {}
 
     def of(self, labelvalues: tuple[str, ...]) -> str:
         """
-        The label text of the series with *labelvalues*.
+        The label text of the series with *labelvalues*, kept if it may be.
         """
-        text = self.plain.get(labelvalues)
-        if text is None:
-            text = self.plain[labelvalues] = _label_text(
-                dict(zip(self.labelnames, labelvalues, strict=False)),
-                self.escaping,
-            )
+        text = _label_text(
+            dict(zip(self.labelnames, labelvalues, strict=False)),
+            self.escaping,
+            self.escapers,
+        )
+        if self.budget.take():
+            self.plain[labelvalues] = text
         return text
 
-    def with_labels(
+    def around(
+        self, labelvalues: tuple[str, ...], text: str, name: str
+    ) -> tuple[str, str]:
+        """
+        The label text *text* of a series, split where a sample's own label
+        *name* goes.
+
+        Raises:
+            _Unusual: *name* is one of the series' own label names.
+        """
+        position = self.positions.get(name)
+        if position is None:
+            if name in self.labelnames:
+                raise _Unusual  # Not made by the stock metrics.
+            position = self.positions[name] = bisect.bisect(
+                self.sorted_names, name
+            )
+        if not text:
+            return "{", "}"
+        if position == 0:
+            return "{", "," + text[1:]
+        if position == len(self.labelnames):
+            return text[:-1] + ",", "}"
+        key = (labelvalues, name)
+        split = self.splits.get(key)
+        if split is None:
+            pairs = dict(zip(self.labelnames, labelvalues, strict=False))
+            first, last = (
+                _label_text(
+                    {label: pairs[label] for label in names},
+                    self.escaping,
+                    self.escapers,
+                )
+                for names in (
+                    self.sorted_names[:position],
+                    self.sorted_names[position:],
+                )
+            )
+            split = (first[:-1] + ",", "," + last[1:])
+            if self.budget.take():
+                self.splits[key] = split
+        return split
+
+    def pairs_of(self, name: str) -> dict[str, str]:
+        """
+        The escaped ``name="value"`` texts kept for a sample's own label.
+        """
+        pairs = self.pairs.get(name)
+        if pairs is None:
+            if len(self.pairs) >= _KEPT_PAIRS:
+                self.pairs = {}  # Info keys that keep changing.
+                self.positions = {}
+            pairs = self.pairs[name] = {}
+        return pairs
+
+    def pair(self, pairs: dict[str, str], name: str, value: str) -> str:
+        """
+        ``name="value"`` as the library writes it, kept in *pairs*.
+        """
+        text = _label_text({name: value}, self.escaping, self.escapers)[1:-1]
+        if len(pairs) >= _KEPT_PAIRS:
+            pairs.clear()  # Info values that keep changing.
+        pairs[value] = text
+        return text
+
+    def merged(
         self, labelvalues: tuple[str, ...], labels: dict[str, str]
     ) -> str:
         """
-        The label text of a sample of a series with *labels* of its own.
+        The label text of a sample with several labels of its own.
         """
-        if len(labels) != 1:
-            return self._merge(labelvalues, labels)
-        ((name, value),) = labels.items()
-        key = (labelvalues, name, value)
-        text = self.merged.get(key)
-        if text is None:
-            if len(self.merged) >= _MERGED_PER_SERIES * (len(self.plain) + 1):
-                self.merged = {}  # Info values that keep changing.
-            text = self.merged[key] = self._merge(labelvalues, labels)
-        return text
+        # As MetricWrapperBase._multi_samples: the sample's labels last.
+        return _label_text(
+            dict(
+                list(zip(self.labelnames, labelvalues, strict=False))
+                + list(labels.items())
+            ),
+            self.escaping,
+            self.escapers,
+        )
 
     def keep_only(self, children: dict[tuple[str, ...], Any]) -> None:
         """
@@ -221,41 +332,34 @@ class _Texts:
             for key, text in self.plain.copy().items()
             if key in children
         }
-        self.merged = {
-            key: text
-            for key, text in self.merged.copy().items()
+        self.splits = {
+            key: split
+            for key, split in self.splits.copy().items()
             if key[0] in children
         }
 
-    def _merge(
-        self, labelvalues: tuple[str, ...], labels: dict[str, str]
-    ) -> str:
-        # As MetricWrapperBase._multi_samples: the sample's labels last.
-        return _label_text(
-            dict(
-                list(zip(self.labelnames, labelvalues, strict=False))
-                + list(labels.items())
-            ),
-            self.escaping,
-        )
+    def kept(self) -> int:
+        """
+        How many texts are kept, as the budget counts them.
+        """
+        return len(self.plain) + len(self.splits)
 
 
-def _label_text(labels: dict[str, str], escaping: str) -> str:
+def _label_text(
+    labels: dict[str, str], escaping: str, escapers: Escapers
+) -> str:
     """
     ``{name="value",...}`` as both encoders write a sample's labels.
     """
     if not labels:
         return ""
-    assert _escape_label_name is not None  # noqa: S101 -- see layout_of
-    assert _escape is not None  # noqa: S101
+    escape, rune = escapers.escape, escapers.labelname_rune
+    name_of, utf8 = escapers.escape_label_name, escapers.allow_utf8
     pairs = [
-        (
-            _escape_label_name(name, escaping),
-            _escape(value, _ALLOWUTF8, _labelname_rune),
-        )
+        f'{name_of(name, escaping)}="{escape(value, utf8, rune)}"'
         for name, value in sorted(labels.items())
     ]
-    return "{" + ",".join([f'{name}="{value}"' for name, value in pairs]) + "}"
+    return "{" + ",".join(pairs) + "}"
 
 
 def _go_float(value: object) -> str:
@@ -309,32 +413,51 @@ def _chunks(lines: list[str]) -> list[bytes]:
     ]
 
 
-_STOCK_SAMPLES = MetricWrapperBase._samples  # noqa: SLF001
-_STOCK_MULTI_SAMPLES = MetricWrapperBase._multi_samples  # noqa: SLF001
-
-
 class LineEncoder:
     """
     Encode stock metric families directly, remembering label texts.
 
     One encoder serves any number of renders of one or more registries,
     from any number of threads at once.
+
+    Args:
+        escapers: The library's escaping helpers, or the reason the line
+            encoder cannot be used; by default, the installed library's.
     """
 
-    def __init__(self) -> None:
-        self._texts: weakref.WeakKeyDictionary[
-            MetricWrapperBase, dict[str, _Texts]
-        ] = weakref.WeakKeyDictionary()
+    def __init__(self, escapers: Escapers | str | None = None) -> None:
+        self._escapers = (
+            internals.LINE_ENCODING if escapers is None else escapers
+        )
+        self._texts: weakref.WeakKeyDictionary[object, dict[str, _Texts]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
         self._numbers: dict[object, str] = {}
+        self._budget = _Budget(_KEPT_TEXTS)
+        self._told: set[str] = set()
 
     def layout(self, encoder: Callable[[Any], bytes]) -> Layout | None:
         """
         The layout of *encoder* when this encoder reproduces it exactly.
+
+        Called once per render: the count of kept texts is brought up to
+        date (texts of metrics that are gone no longer count).  When the
+        line encoder cannot be used, the reason is logged at DEBUG, once.
         """
-        layout = layout_of(encoder)
-        if layout is None or not _probe_agrees(layout, encoder):
+        escapers = self._escapers
+        if isinstance(escapers, str):
+            self._tell(f"prometheus_client {internals.VERSION}: {escapers}")
             return None
+        layout = layout_of(encoder, escapers)
+        if layout is None:
+            self._tell(f"{_describe(encoder)} is not an encoder it reproduces")
+            return None
+        reason = _probe_outcome(layout, encoder, escapers)
+        if reason is not None:
+            self._tell(f"{layout}: {reason}")
+            return None
+        self._recount()
         return layout
 
     def encode(
@@ -351,7 +474,7 @@ class LineEncoder:
             family: The family's ``name``, ``documentation``, ``type`` and
                 ``unit``; its samples are not read.
             source: The metric the family comes from.
-            layout: What to produce.
+            layout: What to produce, as :meth:`layout` gave it.
             tick: Told how many samples were encoded, now and then.
 
         Returns:
@@ -359,184 +482,188 @@ class LineEncoder:
             is left to the library's encoder (the metric is not a stock
             one, holds something unusual, or raised).
         """
-        if (
-            not isinstance(source, MetricWrapperBase)
-            or type(source)._samples is not _STOCK_SAMPLES  # noqa: SLF001
-            or type(source)._multi_samples  # noqa: SLF001
-            is not _STOCK_MULTI_SAMPLES
-        ):
+        if isinstance(self._escapers, str) or not has_stock_samples(source):
             return None
         try:
-            return self._encode(family, source, layout, tick)
+            return self._encode(family, source, layout, self._escapers, tick)
         except Exception:  # noqa: BLE001 -- the library's encoder tells
             return None
 
+    def _tell(self, reason: str) -> None:
+        with self._lock:
+            if reason in self._told:
+                return
+            self._told.add(reason)
+        log.debug(
+            "The line encoder is off for this render (%s); "
+            "prometheus_client's encoder writes every family",
+            reason,
+        )
+
+    def _recount(self) -> None:
+        with self._lock:
+            tables = [
+                texts
+                for by_escaping in list(self._texts.values())
+                for texts in list(by_escaping.values())
+            ]
+        self._budget.left = _KEPT_TEXTS - sum(t.kept() for t in tables)
+
     def _texts_of(
         self,
-        source: MetricWrapperBase,
+        source: object,
         labelnames: tuple[str, ...],
-        escaping: str,
+        layout: Layout,
+        escapers: Escapers,
     ) -> _Texts:
-        try:
-            by_escaping = self._texts.get(source)
-        except TypeError:  # Not weakly referenceable: nothing is kept.
-            return _Texts(labelnames, escaping)
-        if by_escaping is None:
+        escaping = layout.escaping
+        by_escaping = self._texts.get(source)
+        texts = None if by_escaping is None else by_escaping.get(escaping)
+        if texts is None:
             with self._lock:
                 by_escaping = self._texts.setdefault(source, {})
-        texts = by_escaping.get(escaping)
-        if texts is None:
-            texts = by_escaping[escaping] = _Texts(labelnames, escaping)
+                texts = by_escaping.get(escaping)
+                if texts is None:
+                    texts = by_escaping[escaping] = _Texts(
+                        labelnames, escaping, escapers, self._budget
+                    )
         return texts
 
     def _encode(
         self,
         family: Any,
-        source: MetricWrapperBase,
+        source: object,
         layout: Layout,
+        escapers: Escapers,
         tick: Callable[[int], object],
     ) -> list[bytes]:
-        metric: Any = source  # Its private parts are not typed.
-        if metric._is_parent():  # noqa: SLF001
-            with metric._lock:  # noqa: SLF001
-                children: dict[tuple[str, ...], Any] = metric._metrics.copy()  # noqa: SLF001
-            labelnames = tuple(metric._labelnames)  # noqa: SLF001
-        else:
-            children, labelnames = {(): source}, ()
-        texts = self._texts_of(source, labelnames, layout.escaping)
-        if len(texts.plain) > 2 * len(children) + 64:
+        children, labelnames = series(source)
+        texts = self._texts_of(source, labelnames, layout, escapers)
+        limit = 2 * len(children) + 64
+        if len(texts.plain) > limit or len(texts.splits) > limit:
             texts.keep_only(children)
         about = _Family(
             family.name,
             family.documentation,
             family.type,
             family.unit,
-            metric._name,  # noqa: SLF001
+            metric_name(source),
         )
-        write = _openmetrics if layout.openmetrics else _text
         return [
-            _header(about, layout),
-            *write(
-                about,
+            _header(about, layout, escapers),
+            *_sample_lines(
+                _Writing(about, texts, layout, escapers, self._numbers),
                 children,
-                texts,
-                layout,
-                numbers=self._numbers,
-                tick=tick,
+                tick,
             ),
         ]
 
 
-def _openmetrics(
-    family: _Family,
+class _Writing(NamedTuple):
+    """
+    What the lines of one family are written with.
+    """
+
+    family: _Family
+    texts: _Texts
+    layout: Layout
+    escapers: Escapers
+    numbers: dict[object, str]
+
+
+def _sample_lines(  # noqa: C901 -- the per-sample loop, inlined
+    writing: _Writing,
     children: dict[tuple[str, ...], Any],
-    texts: _Texts,
-    layout: Layout,
-    *,
-    numbers: dict[object, str],
     tick: Callable[[int], object],
 ) -> list[bytes]:
     """
-    The OpenMetrics sample lines of *children*.
+    The sample lines of *children*; the text format's side gauges last.
     """
-    pieces: list[bytes] = []
-    lines: list[str] = []
-    plain = texts.plain
-    names: dict[str, str] = {}
-    for labelvalues, child in children.items():
-        # What child._samples() returns: MetricWrapperBase._samples is
-        # stock, and a child is never a parent.
-        samples = tuple(child._child_samples())  # noqa: SLF001
-        for suffix, labels, value, timestamp, exemplar, native in samples:
-            name = names.get(suffix)
-            if name is None:
-                name = names[suffix] = _sample_name(family, suffix, layout)[0]
-            if native is not None or value is None:
-                raise _Unusual
-            text = (
-                texts.with_labels(labelvalues, labels)
-                if labels
-                else plain.get(labelvalues)
-            )
-            if text is None:
-                text = texts.of(labelvalues)
-            line = f"{name}{text} {_number_text(numbers, value)}"
-            if timestamp is not None:
-                line += f" {timestamp}"
-            if exemplar:
-                line += _exemplar(family, suffix, labels, exemplar)
-            lines.append(line + "\n")
-        tick(len(samples))
-        if len(lines) >= _CHUNK_LINES:
-            pieces.append("".join(lines).encode("utf-8"))
-            lines.clear()
-    pieces.extend(_chunks(lines))
-    return pieces
-
-
-def _text(
-    family: _Family,
-    children: dict[tuple[str, ...], Any],
-    texts: _Texts,
-    layout: Layout,
-    *,
-    numbers: dict[object, str],
-    tick: Callable[[int], object],
-) -> list[bytes]:
-    """
-    The text format's sample lines of *children*, side gauges last.
-    """
+    texts, numbers = writing.texts, writing.numbers
     pieces: list[bytes] = []
     lines: list[str] = []
     plain = texts.plain
     names: dict[str, tuple[str, list[str]]] = {}
     sides: dict[str, list[str]] = {}
     for labelvalues, child in children.items():
-        samples = tuple(child._child_samples())  # noqa: SLF001 -- as above
-        for suffix, labels, value, timestamp, _, native in samples:
+        # What child._samples() returns: MetricWrapperBase._samples is
+        # stock, and a child is never a parent.
+        samples = tuple(child_samples(child))
+        text = plain.get(labelvalues)
+        if text is None:
+            text = texts.of(labelvalues)
+        own_name: str | None = None
+        head = tail = ""
+        own_pairs: dict[str, str] = {}
+        for suffix, labels, value, timestamp, exemplar, native in samples:
             named = names.get(suffix)
             if named is None:
-                name, side = _sample_name(family, suffix, layout)
+                name, side = _sample_name(writing, suffix)
                 target = lines if side is None else sides.setdefault(side, [])
                 named = names[suffix] = (name, target)
             if native is not None or value is None:
                 raise _Unusual
-            text = (
-                texts.with_labels(labelvalues, labels)
-                if labels
-                else plain.get(labelvalues)
-            )
-            if text is None:
-                text = texts.of(labelvalues)
             number = _number_text(numbers, value)
-            if timestamp is None:
-                named[1].append(f"{named[0]}{text} {number}\n")
+            end = (
+                "\n"
+                if timestamp is None and not exemplar
+                else _line_end(writing, suffix, labels, timestamp, exemplar)
+            )
+            if not labels:
+                named[1].append(f"{named[0]}{text} {number}{end}")
+            elif len(labels) == 1:
+                ((own, own_value),) = labels.items()
+                if own != own_name:
+                    head, tail = texts.around(labelvalues, text, own)
+                    own_name, own_pairs = own, texts.pairs_of(own)
+                pair = own_pairs.get(own_value)
+                if pair is None:
+                    pair = texts.pair(own_pairs, own, own_value)
+                named[1].append(f"{named[0]}{head}{pair}{tail} {number}{end}")
             else:
-                milliseconds = int(float(timestamp) * 1000)
-                named[1].append(
-                    f"{named[0]}{text} {number} {milliseconds:d}\n"
-                )
+                merged = texts.merged(labelvalues, labels)
+                named[1].append(f"{named[0]}{merged} {number}{end}")
         tick(len(samples))
         if len(lines) >= _CHUNK_LINES:
             pieces.append("".join(lines).encode("utf-8"))
             lines.clear()
     pieces.extend(_chunks(lines))
     for side in sorted(sides):
-        pieces.append(_side_header(family, side, layout))
+        pieces.append(_side_header(writing, side))
         pieces.extend(_chunks(sides[side]))
     return pieces
 
 
-def _header(family: _Family, layout: Layout) -> bytes:
+def _line_end(
+    writing: _Writing,
+    suffix: str,
+    labels: dict[str, str],
+    timestamp: object,
+    exemplar: Exemplar | None,
+) -> str:
+    """
+    What follows the value: the timestamp, an exemplar (OpenMetrics only).
+    """
+    if not writing.layout.openmetrics:
+        if timestamp is None:
+            return "\n"
+        return f" {int(float(timestamp) * 1000):d}\n"  # type: ignore[arg-type]
+    end = "" if timestamp is None else f" {timestamp}"
+    if exemplar:
+        end += _exemplar(writing, suffix, labels, exemplar)
+    return end + "\n"
+
+
+def _header(family: _Family, layout: Layout, escapers: Escapers) -> bytes:
     """
     The ``# HELP``, ``# TYPE`` (and ``# UNIT``) lines of *family*.
     """
-    assert _escape_metric_name is not None  # noqa: S101 -- see layout_of
-    assert _escape is not None  # noqa: S101
     name, kind = family.name, family.type
     if layout.openmetrics:
-        escaped = _escape_metric_name(name, layout.escaping)
-        help_text = _escape(family.documentation, _ALLOWUTF8, _labelname_rune)
+        escaped = escapers.escape_metric_name(name, layout.escaping)
+        help_text = escapers.escape(
+            family.documentation, escapers.allow_utf8, escapers.labelname_rune
+        )
         header = f"# HELP {escaped} {help_text}\n# TYPE {escaped} {kind}\n"
         if family.unit:
             header += f"# UNIT {escaped} {family.unit}\n"
@@ -553,14 +680,16 @@ def _header(family: _Family, layout: Layout) -> bytes:
         kind = "histogram"
     elif kind == "unknown":
         kind = "untyped"
-    escaped = _escape_metric_name(name, layout.escaping)
+    escaped = escapers.escape_metric_name(name, layout.escaping)
     help_text = _text_help(family.documentation)
     return f"# HELP {escaped} {help_text}\n# TYPE {escaped} {kind}\n".encode()
 
 
-def _side_header(family: _Family, suffix: str, layout: Layout) -> bytes:
-    assert _escape_metric_name is not None  # noqa: S101 -- see layout_of
-    escaped = _escape_metric_name(family.name + suffix, layout.escaping)
+def _side_header(writing: _Writing, suffix: str) -> bytes:
+    family = writing.family
+    escaped = writing.escapers.escape_metric_name(
+        family.name + suffix, writing.layout.escaping
+    )
     help_text = _text_help(family.documentation)
     return f"# HELP {escaped} {help_text}\n# TYPE {escaped} gauge\n".encode()
 
@@ -569,77 +698,111 @@ def _text_help(documentation: str) -> str:
     return documentation.replace("\\", r"\\").replace("\n", r"\n")
 
 
-def _sample_name(
-    family: _Family, suffix: str, layout: Layout
-) -> tuple[str, str | None]:
+def _sample_name(writing: _Writing, suffix: str) -> tuple[str, str | None]:
     """
     A sample name as written, and the text format's side gauge it goes to.
     """
-    assert _valid_metric_name is not None  # noqa: S101 -- see layout_of
-    assert _escape_metric_name is not None  # noqa: S101
-    assert _escape is not None  # noqa: S101
+    family, layout, escapers = writing.family, writing.layout, writing.escapers
     full = family.prefix + suffix
-    if layout.escaping == _ALLOWUTF8 and not _valid_metric_name(full):
+    if layout.escaping == escapers.allow_utf8 and not (
+        escapers.valid_metric_name(full)
+    ):
         raise _Unusual  # Written inside the braces.
     if layout.openmetrics:
-        return _escape(full, layout.escaping, _labelname_rune), None
+        escaped = escapers.escape(
+            full, layout.escaping, escapers.labelname_rune
+        )
+        return escaped, None
+    escaped = escapers.escape_metric_name(full, layout.escaping)
     for side in _TEXT_SIDE_SUFFIXES:
         if full == family.name + side:
-            return _escape_metric_name(full, layout.escaping), side
-    return _escape_metric_name(full, layout.escaping), None
+            return escaped, side
+    return escaped, None
 
 
 def _exemplar(
-    family: _Family,
+    writing: _Writing,
     suffix: str,
     labels: dict[str, str],
     exemplar: Exemplar,
 ) -> str:
-    assert _compose_exemplar is not None  # noqa: S101 -- see layout_of
+    family = writing.family
     sample = Sample(family.prefix + suffix, labels, 0.0, None, exemplar)
-    return _compose_exemplar(family, sample, exemplar)
+    return writing.escapers.compose_exemplar(family, sample, exemplar)
 
 
-# Whether a layout was checked against the library on the probe registry.
-_agreement: dict[Layout, bool] = {}
+def _describe(encoder: object) -> str:
+    if isinstance(encoder, functools.partial):
+        keywords = ", ".join(sorted(encoder.keywords))
+        return f"{_describe(encoder.func)} (partial, {keywords})"
+    module = getattr(encoder, "__module__", None) or "?"
+    name = getattr(encoder, "__qualname__", None) or type(encoder).__name__
+    return f"{module}.{name}"
 
 
-def _probe_agrees(layout: Layout, encoder: Callable[[Any], bytes]) -> bool:
-    known = _agreement.get(layout)
-    if known is None:
-        known = _agreement[layout] = _compare_on_probe(layout, encoder)
-    return known
+# Per layout and escaping helpers: why the line encoder's probe differed
+# from the library's encoder, or None when they agreed.
+_probed: dict[tuple[Layout, Escapers], str | None] = {}
 
 
-def _compare_on_probe(layout: Layout, encoder: Callable[[Any], bytes]) -> bool:
+def _probe_outcome(
+    layout: Layout, encoder: Callable[[Any], bytes], escapers: Escapers
+) -> str | None:
     """
-    Whether the library and a :class:`LineEncoder` agree on a probe.
+    Why the line encoder does not reproduce *encoder*, or :data:`None`.
+    """
+    key = (layout, escapers)
+    if key in _probed:
+        return _probed[key]
+    if not internals.values_are_local():
+        return (
+            "multiprocess mode: the probe's metrics would be written to "
+            "PROMETHEUS_MULTIPROC_DIR"
+        )
+    if len(_probed) >= _KEPT_LAYOUTS:
+        return f"{_KEPT_LAYOUTS} layouts were probed already"
+    reason = _probed[key] = _compare_on_probe(layout, encoder, escapers)
+    return reason
+
+
+def _compare_on_probe(
+    layout: Layout, encoder: Callable[[Any], bytes], escapers: Escapers
+) -> str | None:
+    """
+    Why the library and a :class:`LineEncoder` differ on a probe, if they
+    do.
     """
     registry, metrics = _probe_registry()
-    pieces: list[bytes] = []
-    line_encoder = LineEncoder()
-    for _ in range(2):  # A second time, from the kept label texts.
-        pieces.clear()
+    expected = encoder(registry)
+    line_encoder = LineEncoder(escapers)
+    for attempt in ("first", "second"):  # The second from the kept texts.
+        pieces: list[bytes] = []
         for metric in metrics:
             (family,) = metric.collect()
-            encoded = line_encoder.encode(family, metric, layout, _ignore)
-            if encoded is None:
-                return False
+            try:
+                encoded = line_encoder._encode(  # noqa: SLF001 -- its own
+                    family, metric, layout, escapers, _ignore
+                )
+            except Exception as error:  # noqa: BLE001 -- named in the reason
+                return f"encoding the probe's {family.name} raised {error!r}"
             pieces.extend(encoded)
         if layout.openmetrics:
             pieces.append(b"# EOF\n")
-        if b"".join(pieces) != encoder(registry):
-            return False
-    return True
+        if b"".join(pieces) != expected:
+            return f"the probe's {attempt} render differed from the library's"
+    return None
 
 
 def _ignore(_count: int) -> None:
     pass
 
 
-def _probe_registry() -> tuple[CollectorRegistry, list[MetricWrapperBase]]:
+def _probe_registry() -> tuple[CollectorRegistry, list[Any]]:
     """
     One of each stock metric, with labels that need escaping, in order.
+
+    Samples' own labels (``le``, an enum's state) go first, last and in
+    the middle of the series' labels.
     """
     registry = CollectorRegistry()
     counter = Counter(
@@ -668,6 +831,13 @@ def _probe_registry() -> tuple[CollectorRegistry, list[MetricWrapperBase]]:
     )
     histogram.labels("get").observe(0.2, exemplar={"trace_id": "x"})
     histogram.labels("put").observe(3)
+    around = Histogram(
+        "probe_wait", "Wait.", ["a", "z"], registry=registry, buckets=(1.0,)
+    )
+    around.labels('"', "\\").observe(0.5)
+    around.labels("b", "y").observe(2)
+    bare = Histogram("probe_bare", "Bare.", registry=registry, buckets=(1.0,))
+    bare.observe(0.5)
     summary = Summary("probe_size", "Size.", ["kind"], registry=registry)
     summary.labels("k").observe(4)
     info = Info("probe_build", "Build.", ["host"], registry=registry)
@@ -676,4 +846,17 @@ def _probe_registry() -> tuple[CollectorRegistry, list[MetricWrapperBase]]:
         "probe_state", "State.", ["z"], states=["a", "b"], registry=registry
     )
     enum.labels("zz").state("b")
-    return registry, [counter, plain, gauge, histogram, summary, info, enum]
+    last = Enum("probe_mode", "Mode.", ["a"], states=["x"], registry=registry)
+    last.labels("1").state("x")
+    return registry, [
+        counter,
+        plain,
+        gauge,
+        histogram,
+        around,
+        bare,
+        summary,
+        info,
+        enum,
+        last,
+    ]
