@@ -25,6 +25,7 @@ PUBLIC_MODULES = [
     "prom_async",
     "prom_async.aio",
     "prom_async.aio.loop",
+    "prom_async.aio.push",
     "prom_async.aio.sd",
     "prom_async.aio.web",
     "prom_async.types",
