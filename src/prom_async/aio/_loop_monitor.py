@@ -362,10 +362,11 @@ class LoopMonitor:
     def _probe(self, run: _Run) -> None:
         now = time.monotonic()
         lag = max(0.0, now - run.due)
-        self._lag.observe(lag)
-        run.worst.record(now, lag)
+        # The next probe first: nothing that fails below stops the probes.
         run.due = now + self._interval
         run.handle = run.loop.call_later(self._interval, self._probe, run)
+        self._lag.observe(lag)
+        run.worst.record(now, lag)
 
     def _read_blocked(self) -> float | None:
         run = self._run
