@@ -181,7 +181,6 @@ class LoopMonitor:
                 f"namespace must be a string, not {type(namespace).__name__}"
             )
         _check_name(name)
-        self._registry = registry
         self._namespace = namespace
         self._name = name
         self._labelvalues = () if name is None else (name,)
