@@ -68,3 +68,22 @@ class TestServiceDiscoveryPage:
 
         assert 1 == result.returncode
         assert "field consul_sd_configs not found" in result.stderr
+
+
+class TestShortLivedJobsPage:
+    def test_honor_labels_scrape_config(self, tmp_path: Path):
+        """The Pushgateway job of short-lived-jobs.rst passes promtool."""
+        (block,) = yaml_blocks("short-lived-jobs.rst")
+        config = tmp_path / "prometheus.yml"
+        config.write_text(block)
+
+        result = subprocess.run(
+            [PROMTOOL, "check", "config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert 0 == result.returncode, result.stdout + result.stderr
+        assert "honor_labels: true" in block

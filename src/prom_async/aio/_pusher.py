@@ -44,10 +44,10 @@ class Pusher:
     Pusher(...) as pusher:``), and create the job's metrics in
     :attr:`registry`. When the block ends, the registry is pushed (``PUT``:
     the group holds exactly these metrics), **also when the block raises**:
-    a failed run is
-    what most needs to be seen. A push that fails then is logged (logger
-    ``prom_async.aio.push``) and the job's own exception propagates; a push
-    that fails after a block that succeeded raises :class:`PushError`.
+    a failed run is what most needs to be seen. A push that fails then is
+    logged (logger ``prom_async.aio.push``) and the job's own exception
+    propagates; a push that fails after a block that succeeded raises
+    :class:`PushError`.
 
     With *interval*, the registry is also pushed every *interval* seconds
     while the block runs; those pushes that fail are logged and the job
@@ -146,8 +146,8 @@ class Pusher:
     @property
     def registry(self) -> CollectorRegistry:
         """
-        The registry that is pushed: create the job's metrics in it
-        (``Counter(..., registry=pusher.registry)``).
+        The registry that is pushed; create the job's metrics in it, as in
+        ``Counter(..., registry=pusher.registry)``.
         """
         return self._registry
 
