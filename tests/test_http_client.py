@@ -8,11 +8,13 @@ import asyncio
 import collections
 import math
 import random
+import re
 import socket
 import sys
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,6 +28,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from fixtures_servers import DEADLINE, free_loopback_port
 from prom_async.aio import _exemplars
 from prom_async.aio._http_client import client_trace_config
+from prom_async.aio.web import start_http_server
 
 
 DURATION = "http_client_request_duration_seconds"
@@ -952,3 +955,130 @@ class TestBookkeepingFailures:
 
         assert {("200", ""): 1} == counted(registry)
         assert 0.0 == total(registry, ACTIVE)
+
+
+DOCS_PAGE = (
+    Path(__file__).parent.parent / "docs" / "aiohttp-service" / "client.rst"
+)
+
+
+def documented_queries() -> list[str]:
+    """
+    The PromQL blocks of the docs page, in order.
+    """
+    blocks = re.finditer(
+        r"^ *\.\. code-block:: promql\n\n((?: +\S.*\n)+)",
+        DOCS_PAGE.read_text(),
+        re.MULTILINE,
+    )
+    return [block.group(1).strip() for block in blocks]
+
+
+class TestDocumentedPromQL:
+    def test_a_query_for_each_metric(self):
+        """The docs give PromQL for each metric the trace config records."""
+        queries = documented_queries()
+
+        assert [] == [
+            name
+            for name in (
+                *(DURATION, ACTIVE, OPENED, REUSED),
+                *(RESPONSE, CONNECT, DNS),
+            )
+            if not any(name in query for query in queries)
+        ]
+
+    async def test_queries_answer(
+        self, registry, upstream, closed_port, prometheus
+    ):
+        """Prometheus scrapes the metrics of requests made meanwhile, and
+        each query of the docs answers by the labels it groups by."""
+        port = upstream.url.rpartition(":")[2]
+        requests = [
+            f"http://localhost:{port}/",
+            f"http://localhost:{port}/status/500",
+            f"http://127.0.0.1:{closed_port}/",
+        ]
+        options = {
+            "registry": registry,
+            "response_duration": True,
+            "connect_duration": True,
+            "dns_duration": True,
+        }
+
+        async def keep_sending(client: aiohttp.ClientSession) -> None:
+            while True:
+                for url in requests:
+                    try:
+                        async with client.get(url) as response:
+                            await response.read()
+                    except aiohttp.ClientConnectorError:
+                        pass
+                # Traffic between scrapes, not a wait for a state.
+                await asyncio.sleep(0.02)
+
+        def connector(**options: Any) -> aiohttp.TCPConnector:
+            return aiohttp.TCPConnector(
+                resolver=LoopbackResolver(), use_dns_cache=False, **options
+            )
+
+        async def answered() -> dict[str, list[dict[str, str]]]:
+            found = {}
+            for query in queries:
+                data = await asyncio.to_thread(
+                    scraper.api, "query", query=query
+                )
+                found[query] = [series["metric"] for series in data["result"]]
+            return found
+
+        queries = documented_queries()
+        async with (
+            await start_http_server(
+                addr="127.0.0.1", registry=registry
+            ) as server,
+            aiohttp.ClientSession(
+                trace_configs=[client_trace_config(**options)],
+                connector=connector(),
+            ) as keep_alive,
+            aiohttp.ClientSession(
+                trace_configs=[client_trace_config(**options)],
+                connector=connector(force_close=True),
+            ) as one_off,
+        ):
+            senders = [
+                asyncio.create_task(keep_sending(client))
+                for client in (keep_alive, one_off)
+            ]
+            try:
+                target = f"127.0.0.1:{server.socket.port}"
+                scraper = await asyncio.to_thread(prometheus, [target])
+                deadline = asyncio.get_running_loop().time() + DEADLINE
+                answers = await answered()
+                while not all(answers.values()):
+                    assert asyncio.get_running_loop().time() < deadline, (
+                        answers
+                    )
+                    await asyncio.sleep(0.2)
+                    answers = await answered()
+            finally:
+                for sender in senders:
+                    sender.cancel()
+                await asyncio.gather(*senders, return_exceptions=True)
+
+        produced = {
+            "server_address": {"localhost", "127.0.0.1"},
+            "http_response_status_code": {"200", "500", ""},
+            "error_type": {"500", "ClientConnectorError"},
+            "dns_question_name": {"localhost"},
+        }
+        for query, series in answers.items():
+            grouped = re.search(r"by \(([^)]*)\)", query)
+            assert grouped is not None, query
+            names = {name.strip() for name in grouped.group(1).split(",")} - {
+                "le"
+            }
+            # Prometheus leaves out a label whose value is empty.
+            assert names == {name for labels in series for name in labels}
+            for labels in series:
+                for name, value in labels.items():
+                    assert value in produced[name], (query, labels)

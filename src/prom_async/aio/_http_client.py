@@ -30,20 +30,21 @@ from collections.abc import (
 )
 from time import perf_counter
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import aiohttp
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
+from ..types import ExemplarSource
 from . import _exemplars, _http_client_options
 from ._families import family
-
-
-if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
-
-    from ..types import ExemplarSource
 
 
 __all__ = ["client_trace_config"]
