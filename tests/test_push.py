@@ -9,6 +9,7 @@ import asyncio
 import base64
 import gzip
 import ssl
+import threading
 import traceback
 import urllib.parse
 
@@ -24,7 +25,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 
 from fixtures_pushgateway import GatewayDouble
-from fixtures_servers import free_loopback_port
+from fixtures_servers import eventually, free_loopback_port
 from prom_async.aio import push as aio_push
 from prom_async.aio._push_url import validated_group
 from prom_async.aio.push import (
@@ -277,16 +278,12 @@ class TestPushToGateway:
 
         class Probe:
             def collect(self):
-                import threading  # noqa: PLC0415
-
                 threads.append(threading.current_thread())
                 return []
 
         registry.register(Probe())
 
         await push_to_gateway(gateway_double.url, "batch", registry)
-
-        import threading  # noqa: PLC0415
 
         assert [threading.main_thread()] != threads
         assert 1 == len(threads)
@@ -512,8 +509,7 @@ class TestRetries:
         task = asyncio.create_task(
             delete_from_gateway(gateway_double.url, "batch")
         )
-        while not gateway_double.requests:
-            await asyncio.sleep(0)
+        await eventually(lambda: gateway_double.requests, what="the request")
 
         task.cancel()
 
@@ -635,9 +631,10 @@ class TestBadInput:
             await pushadd_to_gateway("gateway", "batch", {"a": 1})
 
     async def test_https_with_context(self, gateway_double: GatewayDouble):
-        """ssl_ctx is accepted for an https:// gateway (here refused in
-        the handshake: the double speaks plain HTTP)."""
-        gateway = gateway_double.url.replace("http://", "https://")
+        """ssl_ctx is accepted for an https:// gateway, whatever the
+        scheme's case (here the handshake fails: the double speaks plain
+        HTTP, and a TLS failure is not retried)."""
+        gateway = gateway_double.url.replace("http://", "HTTPS://")
 
         with pytest.raises(PushError) as caught:
             await delete_from_gateway(

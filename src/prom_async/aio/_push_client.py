@@ -15,6 +15,7 @@ import base64
 import contextlib
 import gzip
 import ssl as ssl_module
+import urllib.parse
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ class Connection:
     session: aiohttp.ClientSession | None
 
 
-def validated_connection(  # noqa: C901, PLR0912 -- one check per option
+def validated_connection(
     group: Group,
     *,
     timeout: object,
@@ -71,66 +72,83 @@ def validated_connection(  # noqa: C901, PLR0912 -- one check per option
         TypeError: An option has the wrong type.
         ValueError: An option has a wrong value.
     """
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise TypeError(
-                "timeout must be a number of seconds or None, not "
-                f"{type(timeout).__name__}"
-            )
-        if not timeout > 0:
-            raise ValueError(f"timeout must be positive, not {timeout!r}")
     if compression is not None and compression not in _COMPRESSIONS:
         raise ValueError(
             f"compression must be 'gzip' or None, not {compression!r}"
         )
-    authorization = None
-    if basic_auth is not None:
-        if (
-            not isinstance(basic_auth, tuple)
-            or len(basic_auth) != 2  # noqa: PLR2004 -- user and password
-            or not all(isinstance(part, str) for part in basic_auth)
-        ):
-            raise TypeError(
-                "basic_auth must be a (user, password) tuple of strings"
-            )
-        user, password = basic_auth
-        if ":" in user:
-            raise ValueError("invalid basic_auth: a user name cannot hold ':'")
-        # UTF-8, as prometheus_client's basic_auth_handler sends it.
-        credentials = base64.b64encode(f"{user}:{password}".encode())
-        authorization = f"Basic {credentials.decode()}"
+    return Connection(
+        timeout=_timeout(timeout),
+        compression=compression,
+        authorization=_authorization(basic_auth, bearer_token),
+        ssl_ctx=_ssl_ctx(ssl_ctx, group),
+        session=_session_option(session),
+    )
+
+
+def _timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(
+            "timeout must be a number of seconds or None, not "
+            f"{type(timeout).__name__}"
+        )
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive, not {timeout!r}")
+    return timeout
+
+
+def _authorization(basic_auth: object, bearer_token: object) -> str | None:
     if bearer_token is not None:
         if basic_auth is not None:
             raise ValueError("pass basic_auth or bearer_token, not both")
         if not isinstance(bearer_token, str) or not bearer_token:
             raise TypeError("bearer_token must be a non-empty string")
-        authorization = f"Bearer {bearer_token}"
-    if ssl_ctx is not None:
-        if not isinstance(ssl_ctx, ssl_module.SSLContext):
-            raise TypeError(
-                "ssl_ctx must be an ssl.SSLContext, not "
-                f"{type(ssl_ctx).__name__}"
-            )
-        if not group.url.startswith("https://"):
-            raise ValueError(
-                "ssl_ctx is given but the gateway URL is not https://: the "
-                f"push would go out unencrypted ({group.url})"
-            )
-    if session is not None:
-        if not isinstance(session, aiohttp.ClientSession):
-            raise TypeError(
-                "session must be an aiohttp.ClientSession, not "
-                f"{type(session).__name__}"
-            )
-        if session.closed:
-            raise ValueError("session is closed")
-    return Connection(
-        timeout=timeout,
-        compression=compression,
-        authorization=authorization,
-        ssl_ctx=ssl_ctx,
-        session=session,
-    )
+        return f"Bearer {bearer_token}"
+    if basic_auth is None:
+        return None
+    if (
+        not isinstance(basic_auth, tuple)
+        or len(basic_auth) != 2  # noqa: PLR2004 -- user and password
+        or not all(isinstance(part, str) for part in basic_auth)
+    ):
+        raise TypeError(
+            "basic_auth must be a (user, password) tuple of strings"
+        )
+    user, password = basic_auth
+    if ":" in user:
+        raise ValueError("invalid basic_auth: a user name cannot hold ':'")
+    # UTF-8, as prometheus_client's basic_auth_handler sends it.
+    credentials = base64.b64encode(f"{user}:{password}".encode())
+    return f"Basic {credentials.decode()}"
+
+
+def _ssl_ctx(ssl_ctx: object, group: Group) -> ssl_module.SSLContext | None:
+    if ssl_ctx is None:
+        return None
+    if not isinstance(ssl_ctx, ssl_module.SSLContext):
+        raise TypeError(
+            f"ssl_ctx must be an ssl.SSLContext, not {type(ssl_ctx).__name__}"
+        )
+    if urllib.parse.urlsplit(group.url).scheme != "https":
+        raise ValueError(
+            "ssl_ctx is given but the gateway URL is not https://: the push "
+            f"would go out unencrypted ({group.url})"
+        )
+    return ssl_ctx
+
+
+def _session_option(session: object) -> aiohttp.ClientSession | None:
+    if session is None:
+        return None
+    if not isinstance(session, aiohttp.ClientSession):
+        raise TypeError(
+            "session must be an aiohttp.ClientSession, not "
+            f"{type(session).__name__}"
+        )
+    if session.closed:
+        raise ValueError("session is closed")
+    return session
 
 
 def _render(registry: Collector, compression: str | None) -> bytes:
