@@ -426,6 +426,21 @@ class TestRetries:
         assert 1 == len(gateway_double.requests)
         assert isinstance(error, OSError)
 
+    async def test_refusal_with_a_raising_session(
+        self, gateway_double: GatewayDouble
+    ):
+        """A session made with raise_for_status=True still gets the
+        refusal as a PushError, at once."""
+        gateway_double.answers = [(400, "bad")]
+
+        async with aiohttp.ClientSession(raise_for_status=True) as session:
+            with pytest.raises(PushError) as caught:
+                await delete_from_gateway(
+                    gateway_double.url, "batch", session=session
+                )
+
+        assert (400, 1) == (caught.value.status, caught.value.attempts)
+
     async def test_long_text_is_cut_in_the_message(
         self, gateway_double: GatewayDouble
     ):

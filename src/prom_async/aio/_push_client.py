@@ -261,6 +261,9 @@ class _Request:
                     headers=self.headers,
                     ssl=self.ssl,
                     allow_redirects=False,
+                    # Whatever the application's session says: the status
+                    # decides below.
+                    raise_for_status=False,
                 ) as response:
                     text = await response.text(errors="replace")
             except aiohttp.ClientSSLError as error:
