@@ -838,8 +838,13 @@ def exemplars(registry: CollectorRegistry, name: str) -> list[dict[str, str]]:
 
 class TestExemplars:
     async def test_current_trace(self, registry, upstream, tracer):
-        """By default observations link to the request's span."""
+        """By default observations link to the request's span, also when
+        the response is released outside it."""
         async with session(registry, response_duration=True) as client:
+            # The connection's callbacks run in the context it was opened
+            # in: outside the span.
+            async with client.get(upstream("/")) as response:
+                await response.read()
             with tracer.start_as_current_span("call") as span:
                 trace_id = f"{span.get_span_context().trace_id:032x}"
                 async with client.get(upstream("/stream/x")) as response:
