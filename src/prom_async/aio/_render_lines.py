@@ -495,8 +495,8 @@ class LineEncoder:
                 return
             self._told.add(reason)
         log.debug(
-            "The line encoder is off for this render (%s); "
-            "prometheus_client's encoder writes every family",
+            "Line encoder off (%s): prometheus_client's own encoder renders "
+            "instead",
             reason,
         )
 
@@ -520,13 +520,10 @@ class LineEncoder:
         by_escaping = self._texts.get(source)
         texts = None if by_escaping is None else by_escaping.get(escaping)
         if texts is None:
-            with self._lock:
+            made = _Texts(labelnames, escaping, escapers, self._budget)
+            with self._lock:  # Another render may have made them meanwhile.
                 by_escaping = self._texts.setdefault(source, {})
-                texts = by_escaping.get(escaping)
-                if texts is None:
-                    texts = by_escaping[escaping] = _Texts(
-                        labelnames, escaping, escapers, self._budget
-                    )
+                texts = by_escaping.setdefault(escaping, made)
         return texts
 
     def _encode(
@@ -733,8 +730,8 @@ def _exemplar(
 
 def _describe(encoder: object) -> str:
     if isinstance(encoder, functools.partial):
-        keywords = ", ".join(sorted(encoder.keywords))
-        return f"{_describe(encoder.func)} (partial, {keywords})"
+        keywords = "".join(f", {name}=" for name in sorted(encoder.keywords))
+        return f"{_describe(encoder.func)} (partial{keywords})"
     module = getattr(encoder, "__module__", None) or "?"
     name = getattr(encoder, "__qualname__", None) or type(encoder).__name__
     return f"{module}.{name}"

@@ -1,0 +1,345 @@
+from __future__ import annotations
+
+import importlib.metadata
+import types
+
+from collections import namedtuple
+from collections.abc import Iterator
+
+import pytest
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
+
+from prom_async.aio import _client_internals
+from prom_async.aio._client_internals import (
+    LINE_ENCODING,
+    VERSION,
+    Escapers,
+    has_stock_samples,
+    lazy_metric,
+    line_encoding,
+    registry_contents,
+    unbound_label_names,
+    values_are_local,
+)
+from prom_async.aio._render_families import LazyRegistry
+
+
+#: The names line_encoding() takes from the OpenMetrics encoder's module.
+HELPERS = [
+    "_escape",
+    "_is_legacy_labelname_rune",
+    "_is_valid_legacy_metric_name",
+    "_compose_exemplar_string",
+    "escape_metric_name",
+    "escape_label_name",
+    "ALLOWUTF8",
+    "UNDERSCORES",
+]
+SixFields = namedtuple(  # noqa: PYI024 -- only its fields matter
+    "SixFields",
+    ["name", "labels", "value", "timestamp", "exemplar", "native_histogram"],
+)
+
+
+def fake_openmetrics(without: str | None = None) -> types.ModuleType:
+    """
+    A stand-in for the OpenMetrics exposition module, lacking *without*.
+    """
+    module = types.ModuleType("fake_openmetrics")
+    for name in HELPERS:
+        if name != without:
+            value = name.lower() if name.isupper() else (lambda *_: "")
+            setattr(module, name, value)
+    return module
+
+
+class SamplesOfItsOwn(Gauge):
+    """
+    A gauge whose samples are not made the stock way.
+    """
+
+    def _samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        yield ("", {}, 1.0)
+
+
+class CollectOfItsOwn(Counter):
+    """
+    A counter whose collect() is overridden.
+    """
+
+    def collect(self) -> list[Metric]:
+        return [GaugeMetricFamily(self._name, "Own.", value=1)]
+
+
+class TestUnboundLabelNames:
+    def test_parent_has_its_names(self) -> None:
+        """A metric with label names not yet bound gives them."""
+        gauge = Gauge("queue", "Queue.", ["name", "shard"], registry=None)
+
+        assert ("name", "shard") == unbound_label_names(gauge)
+
+    def test_bound_child_and_unlabelled_metric_have_none(self) -> None:
+        """A child with bound values, or a metric without labels: ()."""
+        labelled = Gauge("queue", "Queue.", ["name"], registry=None)
+        plain = Gauge("depth", "Depth.", registry=None)
+
+        assert [(), ()] == [
+            unbound_label_names(labelled.labels("a")),
+            unbound_label_names(plain),
+        ]
+
+    @pytest.mark.parametrize(
+        "other",
+        [object(), "_labelnames", types.SimpleNamespace(_labelnames=["a"])],
+    )
+    def test_other_objects_have_none(self, other: object) -> None:
+        """Anything but a prometheus_client metric gives None."""
+        assert None is unbound_label_names(other)
+
+
+class TestRegistryContents:
+    def test_collectors_and_target_info(
+        self, registry: CollectorRegistry
+    ) -> None:
+        """The collectors in order, and the target info family."""
+        first = Gauge("first", "First.", registry=registry)
+        second = Gauge("second", "Second.", registry=registry)
+        registry.set_target_info({"env": "test"})
+
+        contents = registry_contents(registry)
+
+        assert contents is not None
+        collectors, target_info = contents
+        assert ([first, second], "target") == (collectors, target_info.name)
+
+    def test_no_target_info(self, registry: CollectorRegistry) -> None:
+        """Without target info, the family is None."""
+        assert ([], None) == registry_contents(registry)
+
+    def test_overridden_collect_tells_nothing(self) -> None:
+        """A registry with its own collect() is left to it."""
+
+        class OwnRegistry(CollectorRegistry):
+            def collect(self) -> Iterator[Metric]:
+                yield GaugeMetricFamily("own", "Own.", value=1)
+
+        assert None is registry_contents(OwnRegistry())
+
+    @pytest.mark.parametrize(
+        "internal",
+        [
+            "_lock",
+            "_collector_to_names",
+            "_target_info",
+            "_target_info_metric",
+        ],
+    )
+    def test_missing_internal_tells_nothing(
+        self,
+        registry: CollectorRegistry,
+        monkeypatch: pytest.MonkeyPatch,
+        internal: str,
+    ) -> None:
+        """Without an internal, None; the lazy walk still encodes alike."""
+        Gauge("depth", "Depth.", ["q"], registry=registry).labels("a").set(2)
+        registry.set_target_info({"env": "test"})
+        expected = generate_latest(registry)
+        if internal in vars(registry):
+            monkeypatch.delattr(registry, internal)
+        else:
+            monkeypatch.delattr(CollectorRegistry, internal)
+        # collect() needs them all: encode with it put back.
+        contents = registry_contents(registry)
+        monkeypatch.undo()
+
+        assert (None, expected) == (
+            contents,
+            generate_latest(LazyRegistry(registry)),  # type: ignore[arg-type]
+        )
+
+
+class TestLazyMetric:
+    def test_stock_metric(self) -> None:
+        """A stock metric gives its family and its samples, suffix only."""
+        counter = Counter("jobs", "Jobs.", ["q"], registry=None)
+        counter.labels("a").inc()
+
+        lazy = lazy_metric(counter)
+
+        assert lazy is not None
+        assert [
+            "jobs",
+            "counter",
+            "jobs",
+            [],
+            ["_total", "_created"],
+        ] == [
+            lazy.family.name,
+            lazy.family.type,
+            lazy.prefix,
+            lazy.family.samples,
+            [sample.name for sample in lazy.samples()],
+        ]
+
+    @pytest.mark.parametrize(
+        "collector",
+        [
+            object(),
+            GaugeMetricFamily("family", "Family.", value=1),
+            CollectOfItsOwn("own", "Own.", registry=None),
+        ],
+        ids=["object", "family", "own-collect"],
+    )
+    def test_other_collectors(self, collector: object) -> None:
+        """Collectors other than stock metrics give None."""
+        assert None is lazy_metric(collector)
+
+    def test_missing_internal(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A metric whose name is not where it was gives None."""
+        gauge = Gauge("depth", "Depth.", registry=None)
+        monkeypatch.setattr(gauge, "_name", None)
+
+        assert None is lazy_metric(gauge)
+
+
+class TestHasStockSamples:
+    def test_stock_metric(self) -> None:
+        """A stock metric's samples are its series'."""
+        assert has_stock_samples(Gauge("depth", "Depth.", registry=None))
+
+    def test_other_samples(self) -> None:
+        """A metric with samples of its own, or no metric: False."""
+        own = SamplesOfItsOwn("own", "Own.", registry=None)
+
+        assert [False, False] == [
+            has_stock_samples(own),
+            has_stock_samples(object()),
+        ]
+
+    def test_missing_stock_method(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without the stock _samples to compare with: False."""
+        monkeypatch.setattr(_client_internals, "_STOCK_SAMPLES", None)
+
+        assert not has_stock_samples(Gauge("depth", "Depth.", registry=None))
+
+
+class TestLineEncoding:
+    def test_installed_library(self) -> None:
+        """The installed library gives helpers from 0.23 on, else why not."""
+        major, minor = (int(part) for part in VERSION.split(".")[:2])
+
+        assert ((major, minor) >= (0, 23)) == isinstance(
+            LINE_ENCODING, Escapers
+        )
+
+    def test_everything_there(self) -> None:
+        """With every helper there, the helpers."""
+        assert isinstance(
+            line_encoding(fake_openmetrics(), SixFields), Escapers
+        )
+
+    @pytest.mark.parametrize("missing", HELPERS)
+    def test_missing_helper_is_named(self, missing: str) -> None:
+        """A missing helper is named in the reason."""
+        assert (
+            f"prometheus_client.openmetrics.exposition.{missing} is missing"
+            == line_encoding(fake_openmetrics(without=missing), SixFields)
+        )
+
+    @pytest.mark.parametrize(
+        ("name", "value"), [("_escape", "text"), ("UNDERSCORES", 1)]
+    )
+    def test_helper_of_another_kind_is_missing(
+        self, name: str, value: object
+    ) -> None:
+        """A helper not callable, or a name not a string, is missing."""
+        module = fake_openmetrics()
+        setattr(module, name, value)
+
+        assert (
+            f"prometheus_client.openmetrics.exposition.{name} is missing"
+            == line_encoding(module, SixFields)
+        )
+
+    def test_samples_of_five_fields(self) -> None:
+        """A Sample of five fields (before 0.22) is named in the reason."""
+        five = namedtuple(  # noqa: PYI024
+            "Five", ["name", "labels", "value", "timestamp", "exemplar"]
+        )
+
+        reason = line_encoding(fake_openmetrics(), five)
+
+        assert isinstance(reason, str)
+        assert reason.startswith(
+            "prometheus_client.samples.Sample has the fields ('name',"
+        )
+
+    @pytest.mark.parametrize(
+        "method", ["_is_parent", "_child_samples", "_get_metric"]
+    )
+    def test_missing_metric_method(
+        self, monkeypatch: pytest.MonkeyPatch, method: str
+    ) -> None:
+        """A stock metric's missing method is named in the reason."""
+        for kind in (Gauge, MetricWrapperBase):
+            if method in vars(kind):
+                monkeypatch.delattr(kind, method)
+
+        assert f"MetricWrapperBase.{method} is missing" == line_encoding(
+            fake_openmetrics(), SixFields
+        )
+
+    def test_missing_stock_samples(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without MetricWrapperBase._multi_samples, the reason says so."""
+        monkeypatch.setattr(_client_internals, "_STOCK_MULTI_SAMPLES", None)
+
+        assert (
+            "MetricWrapperBase._samples or ._multi_samples is missing"
+            == line_encoding(fake_openmetrics(), SixFields)
+        )
+
+
+class TestValuesAreLocal:
+    def test_in_memory(self) -> None:
+        """Outside multiprocess mode, values are in memory."""
+        assert values_are_local()
+
+    def test_multiprocess_mode(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With multiprocess values, they are not."""
+        monkeypatch.setattr(
+            values, "ValueClass", values.MultiProcessValue(lambda: 1)
+        )
+
+        assert not values_are_local()
+
+
+class TestVersion:
+    def test_installed(self) -> None:
+        """The version is the installed distribution's."""
+        assert (
+            importlib.metadata.version("prometheus_client")
+            == _client_internals._version()
+        )
+
+    def test_not_installed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A copy that is not installed has no known version."""
+
+        def missing(name: str) -> str:
+            raise importlib.metadata.PackageNotFoundError(name)
+
+        monkeypatch.setattr(importlib.metadata, "version", missing)
+
+        assert "(version unknown)" == _client_internals._version()
