@@ -943,6 +943,26 @@ class TestBookkeepingFailures:
 
         assert "broken observe" in caplog.text
 
+    async def test_listed_after_a_config_that_fails_the_start(
+        self, registry, upstream
+    ):
+        """After a trace config that fails the request's start: unseen."""
+
+        async def fail(session, context, params) -> None:
+            raise RuntimeError("another tracer failed")
+
+        failing = aiohttp.TraceConfig()
+        failing.on_request_start.append(fail)
+        config = client_trace_config(registry=registry)
+        async with aiohttp.ClientSession(
+            trace_configs=[failing, config]
+        ) as client:
+            with pytest.raises(RuntimeError, match="another tracer"):
+                await client.get(upstream("/"))
+
+        assert {} == counted(registry)
+        assert 0.0 == total(registry, ACTIVE)
+
     async def test_ended_twice(self, registry, upstream):
         """A request that ends and then fails is recorded once."""
 
