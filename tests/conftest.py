@@ -14,12 +14,15 @@ from prometheus_client import CollectorRegistry
 
 
 # The plugins need the optional dependencies; without them (tox's "minimal"
-# environment) the wrappers' tests run alone.
+# environment) the wrappers' tests run alone. fixtures_servers comes first:
+# the others import it, and pytest rewrites the asserts of a plugin only if
+# it is not imported yet.
 pytest_plugins = [
     plugin
     for plugin, needs in (
-        ("fixtures_consul", "consul"),
         ("fixtures_servers", "aiohttp"),
+        ("fixtures_consul", "consul"),
+        ("fixtures_pushgateway", "aiohttp"),
     )
     if importlib.util.find_spec(needs) is not None
 ]
