@@ -15,7 +15,7 @@ gone), closes every exporter (each deregisters itself) and prints
 ``{"closed": <count>}``.
 
 `FleetProcess` is that process seen from the test or benchmark that starts
-it.
+it; `scrape_config` is the VictoriaMetrics job that finds the fleet.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from prom_async.aio.sd import ConsulAgent
 from prom_async.aio.web import MetricsHTTPServer, start_http_server
 
 
-__all__ = ["FleetProcess", "FleetProcessError", "main"]
+__all__ = ["FleetProcess", "FleetProcessError", "main", "scrape_config"]
 
 SCRIPT: Final = Path(__file__)
 _STOP_TIMEOUT: Final = 30.0
@@ -158,6 +158,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         "minimum (the default is ConsulAgent's)",
     )
     asyncio.run(_serve(parser.parse_args(argv)))
+
+
+def scrape_config(
+    agent_address: str, service: str, scrape_interval: int
+) -> str:
+    """
+    A ``-promscrape.config`` whose job *service* finds the service
+    *service* through the agent at *agent_address* and scrapes every
+    *scrape_interval* seconds; each target is labelled with its
+    ``consul_service_id``.
+    """
+    return f"""
+global:
+  scrape_interval: {scrape_interval}s
+  scrape_timeout: {scrape_interval}s
+scrape_configs:
+  - job_name: {service}
+    consul_sd_configs:
+      - server: {agent_address}
+        services: [{service}]
+    relabel_configs:
+      - source_labels: [__meta_consul_service_id]
+        target_label: consul_service_id
+"""
 
 
 class FleetProcessError(RuntimeError):

@@ -27,7 +27,7 @@ import pytest
 
 from consul_double import ConsulDouble
 from fixtures_consul import ConsulDoubleFactory, VictoriaMetricsFactory
-from fleet_process import FleetProcess
+from fleet_process import FleetProcess, scrape_config
 from victoria_metrics import VictoriaMetrics
 
 
@@ -106,22 +106,6 @@ async def start_fleet(
                 raise outcome
 
 
-def scrape_config(double: ConsulDouble) -> str:
-    return f"""
-global:
-  scrape_interval: {SCRAPE_INTERVAL}s
-  scrape_timeout: {SCRAPE_INTERVAL}s
-scrape_configs:
-  - job_name: {SERVICE}
-    consul_sd_configs:
-      - server: {double.address}
-        services: [{SERVICE}]
-    relabel_configs:
-      - source_labels: [__meta_consul_service_id]
-        target_label: consul_service_id
-"""
-
-
 async def target_health(victoria: VictoriaMetrics) -> dict[str, str]:
     """
     Each active target's service ID and health (``up``, ``down``, ...).
@@ -193,7 +177,9 @@ class TestFleet:
     ) -> None:
         """200 exporters are scraped; closed and killed ones leave."""
         double = reaping_double
-        victoria = await victoria_metrics_factory(scrape_config(double))
+        victoria = await victoria_metrics_factory(
+            scrape_config(double.address, SERVICE, SCRAPE_INTERVAL)
+        )
 
         fleet = await start_fleet(double, PROCESSES, PER_PROCESS)
         last_registered = time.monotonic()
