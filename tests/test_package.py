@@ -78,9 +78,15 @@ class TestImports:
 
         assert "0+unknown" == reloaded(prom_async).__version__
 
-    def test_subpackages_as_attributes(self):
-        """prom_async.aio and prom_async.types are reachable after import."""
-        assert "time" in dir(prom_async.aio)
-        assert "Observer" in dir(prom_async.types)
+    def test_subpackages_as_attributes(self, monkeypatch):
+        """prom_async.aio and .types are attributes, imported on first use."""
+        aio, types = prom_async.aio, prom_async.types
+        monkeypatch.delattr(prom_async, "aio")
+        monkeypatch.delattr(prom_async, "types")
+        monkeypatch.delattr(prom_async.aio, "web")
+
+        assert aio is prom_async.aio
+        assert types is prom_async.types
+        assert "start_http_server" in dir(prom_async.aio.web)
         with pytest.raises(AttributeError, match="no attribute 'nope'"):
             prom_async.nope  # noqa: B018
