@@ -1,0 +1,196 @@
+"""
+Debian's Prometheus scrapes an instrumented aiohttp application: the PromQL
+the docs give answers, and exemplars reach Prometheus' exemplar storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import subprocess
+import time
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from aiohttp import web
+
+import fixtures_servers
+
+from fixtures_servers import poll
+from prom_async.aio.http import instrument_app, server_middleware
+from prom_async.aio.web import add_metrics_route
+from test_http_server_support import ok, serving
+
+
+pytestmark = pytest.mark.prometheus
+
+RATE = (
+    "sum by (http_route) "
+    "(rate(http_server_request_duration_seconds_count[1m]))"
+)
+QUANTILE = (
+    "histogram_quantile(0.9, sum by (le, http_route) "
+    "(rate(http_server_request_duration_seconds_bucket[1m])))"
+)
+ROUTES = {"/users/{id}", "/items"}
+
+
+async def user(request: web.Request) -> web.Response:
+    return web.Response(text=request.match_info["id"])
+
+
+def instrumented(registry: Any, tracing: Any = None) -> web.Application:
+    """
+    The application, instrumented; after *tracing*, a tracing middleware,
+    if given.
+    """
+    if tracing is None:
+        app = web.Application()
+        instrument_app(app, registry=registry)
+    else:
+        app = web.Application(
+            middlewares=[tracing, server_middleware(registry=registry)]
+        )
+    app.router.add_get("/users/{id}", user)
+    app.router.add_get("/items", ok)
+    add_metrics_route(app, registry=registry)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def traffic(url: str) -> AsyncIterator[None]:
+    """
+    Requests to both routes, paced, until the block ends.
+    """
+
+    async def send() -> None:
+        async with aiohttp.ClientSession() as client:
+            for number in range(1_000_000):
+                for path in (f"/users/{number}", "/items"):
+                    async with client.get(f"{url}{path}") as got:
+                        await got.read()
+                # A pace, not a wait for a state: Prometheus needs the CPU.
+                await asyncio.sleep(0.02)
+
+    task = asyncio.create_task(send())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def target_of(url: str) -> str:
+    return url.removeprefix("http://")
+
+
+class TestScrapedByPrometheus:
+    async def test_the_docs_promql(self, registry, prometheus):
+        """The request rate and the 90th percentile by route come back
+        from Prometheus, one series per route."""
+        async with serving(instrumented(registry)) as url, traffic(url):
+            scraper = await asyncio.to_thread(prometheus, [target_of(url)])
+
+            def answered(query):
+                def ready():
+                    result = scraper.api("query", query=query)["result"]
+                    values = {
+                        series["metric"].get("http_route"): float(
+                            series["value"][1]
+                        )
+                        for series in result
+                    }
+                    if set(values) == ROUTES and all(
+                        value > 0 and math.isfinite(value)
+                        for value in values.values()
+                    ):
+                        return result
+                    return None
+
+                return poll(ready, what=f"{query} for {ROUTES}")
+
+            rates = await asyncio.to_thread(answered, RATE)
+            quantiles = await asyncio.to_thread(answered, QUANTILE)
+
+        assert [{"http_route": r} for r in sorted(ROUTES)] == sorted(
+            (series["metric"] for series in rates),
+            key=lambda m: m["http_route"],
+        )
+        assert [{"http_route": r} for r in sorted(ROUTES)] == sorted(
+            (series["metric"] for series in quantiles),
+            key=lambda m: m["http_route"],
+        )
+
+
+class WithFlags:
+    """
+    The subprocess module as fixtures_servers sees it, except that the
+    processes it starts (Prometheus) get *flags* too.
+    """
+
+    def __init__(self, *flags: str) -> None:
+        self._flags = flags
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    def Popen(self, args: list[str], **options: Any) -> Any:  # noqa: N802 -- subprocess's name
+        return subprocess.Popen([*args, *self._flags], **options)
+
+
+class TestExemplarsInPrometheus:
+    async def test_query_exemplars(self, registry, monkeypatch, prometheus):
+        """Prometheus with exemplar storage scrapes OpenMetrics and returns
+        the trace of a request through /api/v1/query_exemplars."""
+        sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
+        sampling = pytest.importorskip("opentelemetry.sdk.trace.sampling")
+        tracer = sdk_trace.TracerProvider(
+            sampler=sampling.ALWAYS_ON
+        ).get_tracer("tests")
+        traces = set()
+
+        @web.middleware
+        async def traced(request, handler):
+            with tracer.start_as_current_span("request") as span:
+                traces.add(f"{span.get_span_context().trace_id:032x}")
+                return await handler(request)
+
+        monkeypatch.setattr(
+            fixtures_servers,
+            "subprocess",
+            WithFlags("--enable-feature=exemplar-storage"),
+        )
+        app = instrumented(registry, traced)
+        started = time.time()
+
+        async with serving(app) as url, traffic(url):
+            scraper = await asyncio.to_thread(prometheus, [target_of(url)])
+
+            def stored():
+                found = scraper.api(
+                    "query_exemplars",
+                    query="http_server_request_duration_seconds_bucket",
+                    start=str(started - 60),
+                    end=str(time.time() + 60),
+                )
+                return [
+                    (series["seriesLabels"], exemplar["labels"])
+                    for series in found
+                    for exemplar in series["exemplars"]
+                    if exemplar["labels"].get("trace_id") in traces
+                ]
+
+            found = await asyncio.to_thread(
+                poll, stored, what="an exemplar of ours in Prometheus"
+            )
+
+        series_labels, labels = found[0]
+        assert {"trace_id", "span_id"} == set(labels)
+        assert series_labels["http_route"] in ROUTES
+        assert "prom_async" == series_labels["job"]
