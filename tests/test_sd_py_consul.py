@@ -306,7 +306,8 @@ class TestCheckPyConsul:
 
         assert str(raised.value).startswith(
             "prom_async.aio.sd needs py-consul >= 1.8 (import of consul "
-            "halted; None in sys.modules): pip install 'prom-async[consul]'"
+            "halted; None in sys.modules; the consul extra): "
+            "pip install 'py-consul>=1.8,<2'"
         )
 
 

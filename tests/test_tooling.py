@@ -25,7 +25,7 @@ except ImportError:  # Python 3.10: pytest brings tomli
 ROOT = Path(__file__).parent.parent
 CONSTRAINTS = ROOT / "tests" / "constraints-oldest.txt"
 #: The extras users install; the rest (tests, docs, ...) are for us.
-RUNTIME_EXTRAS = ("aiohttp", "consul", "auth")
+RUNTIME_EXTRAS = ("aiohttp", "consul", "auth", "otel")
 
 
 def normalized(name: str) -> str:

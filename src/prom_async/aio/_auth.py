@@ -39,8 +39,8 @@ def _load_checkpw() -> Callable[[bytes, bytes], bool]:
         import bcrypt  # noqa: PLC0415 -- an optional extra, loaded on use
     except ImportError:
         raise ImportError(
-            "basic_auth_users needs the bcrypt package: "
-            "pip install 'prom-async[auth]'"
+            "basic_auth_users needs the bcrypt package (the auth extra): "
+            "pip install 'bcrypt>=4'"
         ) from None
     checkpw: Callable[[bytes, bytes], bool] = bcrypt.checkpw
     return checkpw

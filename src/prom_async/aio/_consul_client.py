@@ -60,8 +60,8 @@ try:
     import consul.exceptions
 except ImportError as error:
     raise ImportError(
-        f"prom_async.aio.sd needs py-consul >= 1.8 ({error}): "
-        "pip install 'prom-async[consul]'"
+        f"prom_async.aio.sd needs py-consul >= 1.8 ({error}; the consul "
+        "extra): pip install 'py-consul>=1.8,<2'"
     ) from error
 
 
