@@ -4,10 +4,10 @@ makes, under the metric names of OpenTelemetry's HTTP semantic conventions.
 
 Measure the server side with :func:`server_middleware` (or
 :func:`instrument_app`, which puts it first among an application's
-middlewares).
+middlewares), and the client side with :func:`client_trace_config`.
 """
 
-# The server: requests an aiohttp application serves.
+from ._http_client import client_trace_config
 from ._http_server import (
     DEFAULT_EXCLUDE_PATHS,
     DEFAULT_KNOWN_METHODS,
@@ -17,16 +17,11 @@ from ._http_server import (
 )
 
 
-# The client: requests an aiohttp.ClientSession makes (imported from
-# ._http_client; its names are added here and to __all__).
-
-
 __all__ = [
-    # The server.
     "DEFAULT_EXCLUDE_PATHS",
     "DEFAULT_KNOWN_METHODS",
     "RequestLabels",
+    "client_trace_config",
     "instrument_app",
     "server_middleware",
-    # The client.
 ]
