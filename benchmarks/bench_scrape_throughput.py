@@ -18,6 +18,10 @@ faster than OpenMetrics) and ``--identity`` asks for uncompressed answers.
 ``--baseline DIR`` adds a fourth exporter, ``baseline``: prom_async imported
 from the ``src`` directory *DIR* (e.g. a copy of an earlier version), so that
 a change is measured against what it replaces in the same interleaved run.
+
+``rss MB`` is each exporter process's resident memory after its last round
+(Linux only): the registry, plus what the exporter keeps between scrapes.
+``benchmarks/bench_render_memory.py`` measures what the render engine keeps.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import sys
 import time
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 IMPLEMENTATIONS = ("prom_async", "prometheus_async", "prometheus_client")
@@ -146,12 +151,27 @@ def stop_exporter(exporter: Exporter) -> None:
         exporter.process.wait()
 
 
+def resident_megabytes(process: subprocess.Popen[str]) -> float:
+    """
+    The resident memory of *process*, or NaN where /proc cannot tell.
+    """
+    try:
+        status = Path(f"/proc/{process.pid}/status").read_text("ascii")
+    except OSError:
+        return float("nan")
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 @dataclass
 class Measurement:
     requests: int = 0
     seconds: float = 0.0
     failures: int = 0
     latencies: list[float] = field(default_factory=list)
+    resident: float = float("nan")
 
     def add(self, other: Measurement) -> None:
         self.requests += other.requests
@@ -278,6 +298,9 @@ def main() -> None:
                             )
                         )
                     )
+            for exporter in exporters:
+                measured = results[exporter.implementation]
+                measured.resident = resident_megabytes(exporter.process)
         finally:
             for exporter in exporters:
                 stop_exporter(exporter)
@@ -288,7 +311,7 @@ def report(samples: int, results: dict[str, Measurement]) -> None:
     print(f"\n{samples} samples")
     print(
         f"{'exporter':<18} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'max ms':>8} {'errors':>6}"
+        f"{'max ms':>8} {'errors':>6} {'rss MB':>7}"
     )
     for name, measurement in results.items():
         print(
@@ -296,7 +319,7 @@ def report(samples: int, results: dict[str, Measurement]) -> None:
             f"{measurement.percentile(0.5) * 1000:>8.2f} "
             f"{measurement.percentile(0.99) * 1000:>8.2f} "
             f"{max(measurement.latencies, default=0) * 1000:>8.2f} "
-            f"{measurement.failures:>6}"
+            f"{measurement.failures:>6} {measurement.resident:>7.1f}"
         )
     ours = results["prom_async"].per_second
     for name in list(results)[1:]:

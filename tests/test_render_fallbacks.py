@@ -479,6 +479,21 @@ class TestLineEncoderCaches:
 
         assert 256 >= len(lines._texts[info]["underscores"].pairs)
 
+    def test_ever_new_versions_leave_bounded_traces(
+        self, registry: CollectorRegistry, debug: list[str]
+    ) -> None:
+        """Scrapers asking for ever new versions leave bounded traces."""
+        fill_every_kind(registry)
+        lines = LineEncoder()
+        for number in range(100):
+            encoder = functools.partial(
+                openmetrics.generate_latest, version=f"1.0.{number}"
+            )
+            assert encoder(registry) == fast_encode(encoder, registry, lines)
+
+        assert (32, 1) == (len(_render_lines._probed), len(debug))
+        assert "32 layouts were probed already" in debug[0]
+
     def test_series_churn_keeps_texts_bounded(
         self, registry: CollectorRegistry
     ) -> None:

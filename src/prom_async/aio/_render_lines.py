@@ -90,6 +90,8 @@ _KEPT_TEXTS = 1 << 17
 _KEPT_PAIRS = 256
 # Layouts whose probe outcome is kept; past them, the library encodes.
 _KEPT_LAYOUTS = 32
+# What a series' samples have of own labels before the first (never read).
+_NO_PAIRS: dict[str, str] = {}
 
 
 class Layout(NamedTuple):
@@ -203,6 +205,7 @@ class _Texts:
         "escapers",
         "escaping",
         "labelnames",
+        "order",
         "pairs",
         "plain",
         "positions",
@@ -219,6 +222,15 @@ class _Texts:
     ) -> None:
         self.labelnames = labelnames
         self.sorted_names = sorted(labelnames)
+        # Where each label's value is, and its name escaped, in the order
+        # the library writes them.
+        self.order = [
+            (
+                labelnames.index(name),
+                escapers.escape_label_name(name, escaping),
+            )
+            for name in self.sorted_names
+        ]
         self.escaping = escaping
         self.escapers = escapers
         self.budget = budget
@@ -231,11 +243,16 @@ class _Texts:
         """
         The label text of the series with *labelvalues*, kept if it may be.
         """
-        text = _label_text(
-            dict(zip(self.labelnames, labelvalues, strict=False)),
-            self.escaping,
-            self.escapers,
-        )
+        if labelvalues:
+            escape, rune = self.escapers.escape, self.escapers.labelname_rune
+            utf8 = self.escapers.allow_utf8
+            pairs = [
+                f'{name}="{escape(labelvalues[index], utf8, rune)}"'
+                for index, name in self.order
+            ]
+            text = "{" + ",".join(pairs) + "}"
+        else:
+            text = ""
         if self.budget.take():
             self.plain[labelvalues] = text
         return text
@@ -349,10 +366,9 @@ def _label_text(
     labels: dict[str, str], escaping: str, escapers: Escapers
 ) -> str:
     """
-    ``{name="value",...}`` as both encoders write a sample's labels.
+    ``{name="value",...}`` as both encoders write a sample's (non-empty)
+    labels.
     """
-    if not labels:
-        return ""
     escape, rune = escapers.escape, escapers.labelname_rune
     name_of, utf8 = escapers.escape_label_name, escapers.allow_utf8
     pairs = [
@@ -455,7 +471,7 @@ class LineEncoder:
             return None
         reason = _probe_outcome(layout, encoder, escapers)
         if reason is not None:
-            self._tell(f"{layout}: {reason}")
+            self._tell(reason)
             return None
         self._recount()
         return layout
@@ -568,7 +584,7 @@ class _Writing(NamedTuple):
     numbers: dict[object, str]
 
 
-def _sample_lines(  # noqa: C901 -- the per-sample loop, inlined
+def _sample_lines(  # noqa: C901, PLR0912 -- the per-sample loop, inlined
     writing: _Writing,
     children: dict[tuple[str, ...], Any],
     tick: Callable[[int], object],
@@ -582,6 +598,10 @@ def _sample_lines(  # noqa: C901 -- the per-sample loop, inlined
     plain = texts.plain
     names: dict[str, tuple[str, list[str]]] = {}
     sides: dict[str, list[str]] = {}
+    # The series' text split where its samples' own label goes, and the
+    # texts of that label's values; made again for each series.
+    head = tail = ""
+    own_pairs = _NO_PAIRS
     for labelvalues, child in children.items():
         # What child._samples() returns: MetricWrapperBase._samples is
         # stock, and a child is never a parent.
@@ -590,8 +610,6 @@ def _sample_lines(  # noqa: C901 -- the per-sample loop, inlined
         if text is None:
             text = texts.of(labelvalues)
         own_name: str | None = None
-        head = tail = ""
-        own_pairs: dict[str, str] = {}
         for suffix, labels, value, timestamp, exemplar, native in samples:
             named = names.get(suffix)
             if named is None:
@@ -601,6 +619,9 @@ def _sample_lines(  # noqa: C901 -- the per-sample loop, inlined
             if native is not None or value is None:
                 raise _Unusual
             number = _number_text(numbers, value)
+            if not labels and timestamp is None and not exemplar:
+                named[1].append(f"{named[0]}{text} {number}\n")
+                continue
             end = (
                 "\n"
                 if timestamp is None and not exemplar
@@ -757,8 +778,10 @@ def _probe_outcome(
             "PROMETHEUS_MULTIPROC_DIR"
         )
     if len(_probed) >= _KEPT_LAYOUTS:
+        # Not naming the layout: the versions asked for are any strings.
         return f"{_KEPT_LAYOUTS} layouts were probed already"
-    reason = _probed[key] = _compare_on_probe(layout, encoder, escapers)
+    differs = _compare_on_probe(layout, encoder, escapers)
+    reason = _probed[key] = None if differs is None else f"{layout}: {differs}"
     return reason
 
 
