@@ -14,6 +14,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _codegen, _exemplars
+from ._client_internals import needs_label_values, unbound_label_names
 
 
 if TYPE_CHECKING:
@@ -602,7 +603,7 @@ def _check_metric(
                 f"{verb}() was given labels=, so it needs a metric with "
                 f"label names and a labels() method, got {metric!r}"
             )
-        if _label_names(metric) == ():
+        if unbound_label_names(metric) == ():
             raise ValueError(
                 f"{verb}() was given labels=, but {metric!r} has no label "
                 "names"
@@ -614,25 +615,12 @@ def _check_metric(
         raise TypeError(
             f"{verb}() needs a metric with {needed} ({what}), got {metric!r}"
         )
-    if _label_names(metric):
+    if names := unbound_label_names(metric):
         raise ValueError(
             f"{verb}() was given {metric!r}, which has label names "
-            f"{_label_names(metric)}: bind values with metric.labels(...), "
+            f"{names}: bind values with metric.labels(...), "
             "or choose them per call with labels="
         )
-
-
-def _label_names(metric: object) -> tuple[str, ...] | None:
-    """
-    The label names still to be bound on a prometheus_client metric, or
-    None for any other object.
-    """
-    names = getattr(metric, "_labelnames", None)
-    if not isinstance(names, tuple):
-        return None
-    if getattr(metric, "_labelvalues", ()):
-        return ()
-    return names
 
 
 def _check_exception_types(exc: object) -> None:
@@ -707,7 +695,7 @@ def _remember(
     checks.
     """
     if len(checked) < _CHECKED_CAP:
-        checked[metric.__class__] = _label_names(metric) is not None
+        checked[metric.__class__] = unbound_label_names(metric) is not None
     if len(_awaitable_types) < _CHECKED_CAP and inspect.isawaitable(future):
         _awaitable_types.add(future.__class__)
 
@@ -791,11 +779,7 @@ def time(
         and exemplar is None
         and future.__class__ in _awaitable_types
         and (labelled := _observer_types.get(metric.__class__)) is not None
-        and (
-            not labelled
-            or not metric._labelnames  # type: ignore[union-attr]  # noqa: SLF001
-            or metric._labelvalues  # type: ignore[union-attr]  # noqa: SLF001
-        )
+        and (not labelled or not needs_label_values(metric))
     ):
         return _timed(future, metric)  # type: ignore[arg-type]
     _check_labels("time", "labels", labels)
@@ -904,11 +888,7 @@ def count_exceptions(
         and exc_labels is None
         and future.__class__ in _awaitable_types
         and (labelled := _incrementer_types.get(metric.__class__)) is not None
-        and (
-            not labelled
-            or not metric._labelnames  # type: ignore[union-attr]  # noqa: SLF001
-            or metric._labelvalues  # type: ignore[union-attr]  # noqa: SLF001
-        )
+        and (not labelled or not needs_label_values(metric))
     ):
         return _counted(future, exc, metric)  # type: ignore[arg-type]
     _check_exception_types(exc)
@@ -981,11 +961,7 @@ def track_inprogress(
         labels is None
         and future.__class__ in _awaitable_types
         and (labelled := _gauge_types.get(metric.__class__)) is not None
-        and (
-            not labelled
-            or not metric._labelnames  # type: ignore[union-attr]  # noqa: SLF001
-            or metric._labelvalues  # type: ignore[union-attr]  # noqa: SLF001
-        )
+        and (not labelled or not needs_label_values(metric))
     ):
         return _tracked(future, metric)  # type: ignore[arg-type]
     _check_labels("track_inprogress", "labels", labels)

@@ -44,6 +44,7 @@ from prometheus_client import (
 
 from ..types import ExemplarSource
 from . import _exemplars, _http_client_options
+from ._client_internals import child
 from ._families import family
 
 
@@ -189,14 +190,6 @@ def _error_outcome(error: BaseException) -> _Outcome:
         # raise_for_status: the response arrived, and is recorded as one.
         return _status_outcome(error.status)
     return ("", type(error).__name__)
-
-
-def _child(metric: Any, key: tuple[str, ...]) -> Any:
-    """
-    ``metric.labels(*key)``, without its checks when the child exists.
-    """
-    child = metric._metrics.get(key)  # noqa: SLF001
-    return metric.labels(*key) if child is None else child
 
 
 class _ClientMetrics:
@@ -402,7 +395,7 @@ class _ClientMetrics:
             *server,
             self._template(request.trace_request_ctx),
         )
-        active = _child(self._active, labels)
+        active = child(self._active, labels)
         active.inc()
         request.active = active
         request.server = server
@@ -420,10 +413,10 @@ class _ClientMetrics:
         outcome = _status_outcome(response.status)
         elapsed = end - request.start
         key = labels + outcome
-        self._observe(_child(self._duration, key), elapsed)
+        self._observe(child(self._duration, key), elapsed)
         if self._response_duration is not None:
             self._until_released(
-                _child(self._response_duration, key),
+                child(self._response_duration, key),
                 response,
                 request.start,
                 elapsed,
@@ -471,22 +464,22 @@ class _ClientMetrics:
         outcome = _error_outcome(error)
         elapsed = end - request.start
         key = labels + outcome
-        self._observe(_child(self._duration, key), elapsed)
+        self._observe(child(self._duration, key), elapsed)
         if self._response_duration is not None:
-            self._observe(_child(self._response_duration, key), elapsed)
+            self._observe(child(self._response_duration, key), elapsed)
         error_type = type(error).__name__
         connect_start = request.connect_start
         if connect_start is not None and self._connect_duration is not None:
             request.connect_start = None
             self._observe(
-                _child(self._connect_duration, (*request.server, error_type)),
+                child(self._connect_duration, (*request.server, error_type)),
                 end - connect_start,
             )
         dns_start = request.dns_start
         if dns_start is not None and self._dns_duration is not None:
             request.dns_start = None
             self._observe(
-                _child(self._dns_duration, (request.dns_name, error_type)),
+                child(self._dns_duration, (request.dns_name, error_type)),
                 end - dns_start,
             )
 
@@ -505,12 +498,12 @@ class _ClientMetrics:
         end = perf_counter()
         if request.labels is None:
             return
-        _child(self._opened, request.server).inc()
+        child(self._opened, request.server).inc()
         start = request.connect_start
         if start is not None and self._connect_duration is not None:
             request.connect_start = None
             self._observe(
-                _child(self._connect_duration, (*request.server, _NO_ERROR)),
+                child(self._connect_duration, (*request.server, _NO_ERROR)),
                 end - start,
             )
 
@@ -520,7 +513,7 @@ class _ClientMetrics:
         _params: aiohttp.TraceConnectionReuseconnParams,
     ) -> None:
         if request.labels is not None:
-            _child(self._reused, request.server).inc()
+            child(self._reused, request.server).inc()
 
     def _dns_start(
         self,
@@ -541,7 +534,7 @@ class _ClientMetrics:
             return
         request.dns_start = None
         self._observe(
-            _child(self._dns_duration, (request.dns_name, _NO_ERROR)),
+            child(self._dns_duration, (request.dns_name, _NO_ERROR)),
             end - start,
         )
 
