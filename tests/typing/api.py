@@ -13,6 +13,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+import aiohttp
+
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from prom_async.aio import (
@@ -22,6 +25,18 @@ from prom_async.aio import (
     count_exceptions,
     time,
     track_inprogress,
+)
+from prom_async.aio.http import (
+    client_trace_config,
+    instrument_app,
+    server_middleware,
+)
+from prom_async.aio.loop import LoopMonitor
+from prom_async.aio.push import (
+    Pusher,
+    PushError,
+    delete_from_gateway,
+    push_to_gateway,
 )
 from prom_async.aio.sd import ConsulAgent, ConsulRegistrationError
 from prom_async.aio.web import (
@@ -183,3 +198,30 @@ async def serving() -> None:
     # The registry must be a registry, the agent a ServiceDiscovery.
     await start_http_server(registry=REQUEST_TIME)  # type: ignore[arg-type]
     await start_http_server(service_discovery="consul")  # type: ignore[arg-type]
+
+
+async def instrumenting_a_service() -> None:
+    app = web.Application(middlewares=[server_middleware()])
+    instrument_app(web.Application(), namespace="shop", exemplar=False)
+    trace: aiohttp.TraceConfig = client_trace_config(response_duration=True)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        print(session)
+    monitor = LoopMonitor(interval=0.5)
+    app.cleanup_ctx.append(monitor.cleanup_ctx)
+    async with LoopMonitor(registry=CollectorRegistry()):
+        pass
+    # Exemplars: True, a callable, or None.
+    timed: Timer = time(REQUEST_TIME, exemplar=lambda: {"trace_id": "x"})
+    print(timed)
+    time(REQUEST_TIME, exemplar="yes")  # type: ignore[call-overload]
+    server_middleware(buckets=3)  # type: ignore[arg-type]
+
+
+async def pushing() -> None:
+    async with Pusher("127.0.0.1:9091", "batch") as pusher:
+        Counter("rows", "Rows.", registry=pusher.registry).inc()
+    await push_to_gateway("127.0.0.1:9091", "batch", CollectorRegistry())
+    await delete_from_gateway("127.0.0.1:9091", "batch", {"shard": "1"})
+    error: type[OSError] = PushError
+    print(error)
+    await push_to_gateway("gw", "batch", registry="r")  # type: ignore[arg-type]
