@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 from typing import TYPE_CHECKING, NamedTuple
@@ -19,12 +18,15 @@ from ._testing_snapshot import (
     format_sample,
     is_created,
     label_set,
+    moves_by_itself,
     take,
 )
 
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from types import TracebackType
+
+    from typing_extensions import Self
 
 
 __all__ = ["MetricChanges", "SampleChange", "capture_metrics"]
@@ -69,29 +71,46 @@ class MetricChanges:
     far); after the block, the answers are those of the moment it ended.
 
     A name that no metric of the registry has, before or after, raises
-    :exc:`LookupError` listing the names it has: a typo does not read as
-    "unchanged".
+    ``LookupError`` listing the names it has: a typo does not read as
+    "unchanged". Before the ``with`` block starts, every method raises
+    :exc:`RuntimeError`.
 
     .. versionadded:: 0.2.0
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
-        self._before = take(registry)
+        self._before: Snapshot | None = None
         self._after: Snapshot | None = None
 
-    def _end(self) -> None:
+    def __enter__(self) -> Self:
+        self._before = take(self._registry)
+        self._after = None
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self._after = take(self._registry)
 
-    def _snapshots(self, name: str) -> tuple[Snapshot, Snapshot]:
+    def _snapshots(self, name: str | None) -> tuple[Snapshot, Snapshot]:
+        if self._before is None:
+            raise RuntimeError(
+                "nothing captured yet: use `with capture_metrics(...) as "
+                "changes:` around the code"
+            )
+        before = self._before
         after = take(self._registry) if self._after is None else self._after
-        if name not in self._before.sample_names() | after.sample_names():
-            known = sorted(self._before.sample_names() | after.sample_names())
+        known = before.sample_names() | after.sample_names()
+        if name is not None and name not in known:
             raise LookupError(
                 f"no metric has a sample named {name!r}; the registry has: "
-                f"{', '.join(known) or '(nothing)'}"
+                f"{', '.join(sorted(known)) or '(nothing)'}"
             )
-        return self._before, after
+        return before, after
 
     def value(self, name: str, /, **labels: str) -> float:
         """
@@ -111,7 +130,6 @@ class MetricChanges:
             that before.
 
         Raises:
-            LookupError: No metric has a sample of this name.
             ValueError: The samples matched differ in ``le`` or
                 ``quantile``.
 
@@ -133,10 +151,9 @@ class MetricChanges:
 
         Returns:
             Their sum, or ``None`` if none existed (as
-            :meth:`prometheus_client.CollectorRegistry.get_sample_value`).
+            ``CollectorRegistry.get_sample_value``).
 
         Raises:
-            LookupError: No metric has a sample of this name.
             ValueError: The samples matched differ in ``le`` or
                 ``quantile``.
 
@@ -156,7 +173,6 @@ class MetricChanges:
             Their sum, or ``None`` if none exists.
 
         Raises:
-            LookupError: No metric has a sample of this name.
             ValueError: The samples matched differ in ``le`` or
                 ``quantile``.
 
@@ -176,15 +192,19 @@ class MetricChanges:
         Every sample whose value the block changed, sorted by name and
         labels.
 
-        ``_created`` timestamps are left out: they change whenever a
-        labelled child is first used. A sample that appeared or went away
-        counts as 0 where it was absent, so one that appeared at 0 did not
-        change.
+        Left out: the ``_created`` timestamps (they change whenever a
+        labelled child is first used) and the families of
+        ``prometheus_client``'s default collectors in the global registry
+        (``process_*``, ``python_gc_*``, ``python_info``), which change by
+        themselves; :meth:`value` still answers for them.
+
+        A sample that appeared or went away counts as 0 where it was
+        absent, so one that appeared at 0 did not change.
 
         .. versionadded:: 0.2.0
         """
-        after = take(self._registry) if self._after is None else self._after
-        old, new = _values(self._before), _values(after)
+        before, after = self._snapshots(None)
+        old, new = _values(before), _values(after)
         changes = (
             SampleChange(name, dict(labels), old.get(key), new.get(key))
             for key in sorted(old.keys() | new.keys())
@@ -199,7 +219,8 @@ class MetricChanges:
         Fail unless the matching samples changed (by *by*, if given).
 
         Values are compared up to float rounding (a relative 1e-9). The
-        failure message shows the whole family before and after.
+        ``AssertionError`` shows the whole family before and after. A label
+        called ``by`` can only be given with *by*.
 
         Args:
             name: The sample's name.
@@ -207,9 +228,6 @@ class MetricChanges:
             labels: Labels the samples have (some or all of them).
 
         Raises:
-            AssertionError: They did not change, or changed by another
-                amount.
-            LookupError: No metric has a sample of this name.
             ValueError: The samples matched differ in ``le`` or
                 ``quantile``.
 
@@ -232,17 +250,16 @@ class MetricChanges:
     ) -> None:
         """
         Fail if the matching samples changed; without a name, if any sample
-        of the registry changed (but ``_created`` timestamps, see
-        :meth:`changed`).
+        of the registry changed (of those :meth:`changed` looks at).
+
+        The ``AssertionError`` shows the whole family before and after, or
+        without a name every change.
 
         Args:
             name: The sample's name.
             labels: Labels the samples have (some or all of them).
 
         Raises:
-            AssertionError: They changed; the message shows the whole
-                family (or every change) before and after.
-            LookupError: No metric has a sample of this name.
             TypeError: Labels without a name.
             ValueError: The samples matched differ in ``le`` or
                 ``quantile``.
@@ -293,17 +310,15 @@ def _values(snapshot: Snapshot) -> dict[tuple[str, LabelSet], float]:
     return {
         key: value
         for family in snapshot.families.values()
+        if not moves_by_itself(family)
         for key, value in family.samples.items()
         if not is_created(family, key[0])
     }
 
 
-@contextlib.contextmanager
-def capture_metrics(
-    registry: CollectorRegistry = REGISTRY,
-) -> Iterator[MetricChanges]:
+def capture_metrics(registry: CollectorRegistry = REGISTRY) -> MetricChanges:
     """
-    Capture what the block changes in *registry*.
+    Capture what a ``with`` block changes in *registry*.
 
     .. code-block:: python
 
@@ -318,13 +333,10 @@ def capture_metrics(
     Args:
         registry: The registry to watch; the global one by default.
 
-    Yields:
-        The changes, to query inside the block or after it.
+    Returns:
+        A context manager; ``with`` gives the changes, to query inside the
+        block or after it.
 
     .. versionadded:: 0.2.0
     """
-    changes = MetricChanges(registry)
-    try:
-        yield changes
-    finally:
-        changes._end()  # noqa: SLF001 -- the block's end is the snapshot's
+    return MetricChanges(registry)

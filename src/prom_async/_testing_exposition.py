@@ -40,14 +40,15 @@ def parse_exposition(exposition: str | bytes) -> list[Metric]:
     Parse what a ``/metrics`` endpoint returned.
 
     An exposition whose last line is ``# EOF`` is parsed as OpenMetrics
-    (:mod:`prometheus_client.openmetrics.parser`), any other as the
-    Prometheus text format (:mod:`prometheus_client.parser`).
+    (``prometheus_client.openmetrics.parser``), any other as the
+    Prometheus text format (``prometheus_client.parser``).
 
     Args:
         exposition: The body of the response, as text or bytes (UTF-8).
 
     Returns:
-        Its metric families, in order.
+        Its metric families (``prometheus_client``'s ``Metric``), in
+        order.
 
     Raises:
         ValueError: It does not parse.
@@ -130,10 +131,11 @@ def assert_exposition(
         created: Whether to compare the ``_created`` samples too (they are
             timestamps, so by default they are left out of both).
 
+    If they differ, it raises ``AssertionError``; the message lists each
+    line expected but missing (``-``) and each line there but not expected
+    (``+``), by family.
+
     Raises:
-        AssertionError: They differ; the message lists each line expected
-            but missing (``-``) and each line there but not expected
-            (``+``), by family.
         ValueError: One of them does not parse.
 
     .. versionadded:: 0.2.0
@@ -174,7 +176,8 @@ def lint_exposition(
     It checks the Prometheus text format against Prometheus' naming
     conventions: help text, units, ``_total`` on counters and the like.
     This runs a subprocess and waits for it: in async code, call it through
-    :func:`asyncio.to_thread`.
+    ``asyncio.to_thread``; promtool taking over 60 seconds raises
+    ``subprocess.TimeoutExpired``.
 
     Args:
         exposition: The exposition, in the text format.
@@ -185,9 +188,6 @@ def lint_exposition(
         Each problem promtool reports, one line each (empty if none); or
         ``None`` if *promtool* is not found, so that a test can skip:
         ``if problems is None: pytest.skip("no promtool")``.
-
-    Raises:
-        subprocess.TimeoutExpired: promtool took over 60 seconds.
 
     .. versionadded:: 0.2.0
     """

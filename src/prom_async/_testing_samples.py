@@ -40,9 +40,11 @@ def assert_sample(
     *value*.
 
     The sample is looked up as
-    :meth:`~prometheus_client.CollectorRegistry.get_sample_value` does (all
+    ``CollectorRegistry.get_sample_value`` does (all
     of its labels given); values are compared up to float rounding (a
-    relative 1e-9). The failure message lists the family's samples.
+    relative 1e-9). It raises ``AssertionError`` if the sample has another
+    value, is absent, or exists when *value* is ``None``, or if no metric
+    has a sample of this name; the message lists the family's samples.
 
     Args:
         registry: The registry to collect.
@@ -50,11 +52,6 @@ def assert_sample(
         labels: All of its labels; ``None`` for none.
         value: The value expected; ``None`` for "no such sample" (of a
             metric that exists: a name no metric has always fails).
-
-    Raises:
-        AssertionError: The sample has another value, is absent, or exists
-            when *value* is ``None``; or no metric has a sample of this
-            name.
 
     .. versionadded:: 0.2.0
     """

@@ -26,6 +26,7 @@ __all__ = [
     "format_sample",
     "is_created",
     "label_set",
+    "moves_by_itself",
     "take",
 ]
 
@@ -41,6 +42,10 @@ _SUFFIXES: Final[Mapping[str, tuple[str, ...]]] = {
     "summary": ("", "_count", "_sum", "_created"),
     "info": ("_info",),
 }
+#: The families of prometheus_client's default collectors (process, GC,
+#: platform), in the global registry: they change by themselves.
+_BY_ITSELF_PREFIXES: Final = ("process_", "python_gc_")
+_BY_ITSELF: Final = frozenset({"python_info"})
 #: Labels that tell apart samples no sum should add up.
 _SERIES_LABELS: Final = ("le", "quantile")
 
@@ -107,6 +112,15 @@ def is_created(family: Family, sample_name: str) -> bool:
     return (
         sample_name == f"{family.name}_created"
         and "_created" in _SUFFIXES.get(family.type, ())
+    )
+
+
+def moves_by_itself(family: Family) -> bool:
+    """
+    Whether *family* is one of prometheus_client's default collectors'.
+    """
+    return family.name in _BY_ITSELF or family.name.startswith(
+        _BY_ITSELF_PREFIXES
     )
 
 
