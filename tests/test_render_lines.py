@@ -482,6 +482,44 @@ class TestLineEncoderProperties:
             directly_encoded(registry, encoder, lines),
         )
 
+    @settings(max_examples=100, deadline=None)
+    @given(
+        names=st.lists(
+            LABEL_NAMES.filter(lambda name: name not in {"le", "state"}),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        ),
+        series=st.lists(
+            st.lists(st.text(max_size=8), min_size=3, max_size=3),
+            min_size=1,
+            max_size=4,
+        ),
+        accept=st.sampled_from(ACCEPT_HEADERS),
+    )
+    def test_random_own_labels(
+        self, names: list[str], series: list[list[str]], accept: str | None
+    ) -> None:
+        """Buckets and states, wherever their label sorts, come out alike."""
+        registry = CollectorRegistry()  # Fresh for each example.
+        histogram = Histogram(
+            "random_wait", "Wait.", names, registry=registry, buckets=(1.0,)
+        )
+        state = Enum(
+            "state", "State.", names, states=["a", "b"], registry=registry
+        )
+        for labelvalues in series:
+            histogram.labels(*labelvalues[: len(names)]).observe(0.5)
+            state.labels(*labelvalues[: len(names)]).state("b")
+        encoder, _ = choose_encoder(accept or "")
+        lines = LineEncoder()
+
+        assert [encoder(registry)] * 2 + [direct(2)] == [
+            fast_encode(encoder, registry, lines),
+            fast_encode(encoder, registry, lines),
+            directly_encoded(registry, encoder, lines),
+        ]
+
 
 class TestPacerCounts:
     def test_counts_several_at_once(self) -> None:
