@@ -174,6 +174,14 @@ class TestCatOrNotFlask:
             "auth_seconds_count": 0.0,
         } == after
 
+    def test_too_large(self, tmp_path):
+        """An upload over --max-bytes is refused with a 413, unanalyzed."""
+        with running(tmp_path, "--max-bytes", "100") as service:
+            status, _ = service.post(CAT)
+            analyzed = service.value("cat_or_not_analyze_seconds_count")
+
+        assert (413, 0.0) == (status, analyzed)
+
     def test_api_key(self, tmp_path):
         """With --api-key, a missing or wrong key is a 401 counted as wrong
         credentials, never analyzed; every check is timed."""
