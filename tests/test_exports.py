@@ -29,6 +29,7 @@ PUBLIC_MODULES = [
     "prom_async.aio.push",
     "prom_async.aio.sd",
     "prom_async.aio.web",
+    "prom_async.testing",
     "prom_async.types",
 ]
 

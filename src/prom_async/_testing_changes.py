@@ -210,7 +210,11 @@ class MetricChanges:
             for key in sorted(old.keys() | new.keys())
             for name, labels in (key,)
         )
-        return [change for change in changes if not equal(change.delta, 0.0)]
+        return [
+            change
+            for change in changes
+            if not equal(change.before or 0.0, change.after or 0.0)
+        ]
 
     def assert_changed(
         self, name: str, /, by: float | None = None, **labels: str
