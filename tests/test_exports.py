@@ -26,6 +26,7 @@ PUBLIC_MODULES = [
     "prom_async.aio",
     "prom_async.aio.http",
     "prom_async.aio.loop",
+    "prom_async.aio.prefork",
     "prom_async.aio.push",
     "prom_async.aio.sd",
     "prom_async.aio.web",
