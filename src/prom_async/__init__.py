@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
 
-__all__ = ["__version__", "aio", "types"]
+__all__ = ["__version__", "aio", "testing", "types"]
 
 try:
     __version__ = version("prom-async")
@@ -17,6 +17,6 @@ except PackageNotFoundError:  # Imported from a source tree, not installed.
 
 
 def __getattr__(name: str) -> ModuleType:
-    if name in {"aio", "types"}:
+    if name in {"aio", "testing", "types"}:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
