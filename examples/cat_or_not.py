@@ -4,7 +4,9 @@ cat-or.not: a tiny aiohttp service that tells whether a picture shows a cat.
 POST a picture as the multipart field ``picture`` to ``/analyze``; the answer
 is ``meow!`` or ``nope!``. The verdict is a deterministic heuristic on the
 image bytes: cats lie down, so a picture wider than it is tall shows a cat.
-PNG, GIF and JPEG are understood.
+PNG, GIF and JPEG are understood. Looking takes time: the (simulated)
+analysis goes over every pixel, so a 12-megapixel photo takes 0.3 s and a
+thumbnail a millisecond.
 
 The service is instrumented with ``prom_async.aio``'s wrappers and serves its
 metrics on a second port with ``prom_async.aio.web.start_http_server``::
@@ -12,11 +14,15 @@ metrics on a second port with ``prom_async.aio.web.start_http_server``::
     python examples/cat_or_not.py --port 8080 --metrics-port 8081
     curl -F picture=@cat.png http://127.0.0.1:8080/analyze
     curl http://127.0.0.1:8081/metrics
+
+With ``--api-key``, requests need an ``X-API-Key`` header; the check is
+timed and its refusals are counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hmac
 import os
 import struct
@@ -35,6 +41,7 @@ from prometheus_client import (
 )
 
 from prom_async.aio import count_exceptions, time, track_inprogress
+from prom_async.aio.loop import LoopMonitor
 from prom_async.aio.web import MetricsHTTPServer, start_http_server
 
 
@@ -42,6 +49,43 @@ PICTURE_FIELD: Final = "picture"
 DEFAULT_MAX_BYTES: Final = 5 * 1024 * 1024
 API_KEY_HEADER: Final = "X-API-Key"
 METRICS_SERVER: Final = web.AppKey("metrics_server", MetricsHTTPServer)
+ROUTE: Final = "/analyze"
+#: How many pixels the simulated analysis looks at per second.
+PIXELS_PER_SECOND: Final = 40_000_000
+#: No picture takes longer than this to analyze.
+MAX_ANALYSIS_SECONDS: Final = 2.0
+#: Bounds for answers from a millisecond (a thumbnail, a refusal) to a
+#: couple of seconds (the largest pictures), densest where photos fall.
+REQUEST_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+)
+#: An API-key check takes microseconds.
+AUTH_BUCKETS: Final = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.01,
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +95,10 @@ class Metrics:
     """
 
     request_time: Histogram
+    responses: Counter
     analysis_time: Histogram
     in_progress: Gauge
+    auth_time: Histogram
     auth_errors: Counter
     bad_uploads: Counter
     verdicts: Counter
@@ -62,18 +108,32 @@ class Metrics:
         return cls(
             request_time=Histogram(
                 "cat_or_not_request_duration_seconds",
-                "Time spent answering /analyze.",
+                "Time spent answering requests, by route.",
+                ["route"],
+                buckets=REQUEST_BUCKETS,
+                registry=registry,
+            ),
+            responses=Counter(
+                "cat_or_not_responses",
+                "Responses sent, by route and status code.",
+                ["route", "code"],
                 registry=registry,
             ),
             analysis_time=Histogram(
                 "cat_or_not_analysis_duration_seconds",
                 "Time spent looking at a picture.",
-                buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1),
+                buckets=REQUEST_BUCKETS,
                 registry=registry,
             ),
             in_progress=Gauge(
                 "cat_or_not_requests_in_progress",
                 "Requests to /analyze being answered.",
+                registry=registry,
+            ),
+            auth_time=Histogram(
+                "cat_or_not_auth_duration_seconds",
+                "Time spent checking API keys.",
+                buckets=AUTH_BUCKETS,
                 registry=registry,
             ),
             auth_errors=Counter(
@@ -165,10 +225,22 @@ def is_cat(picture: bytes) -> bool:
     """
     Whether *picture* shows a cat: cats lie down, so wider than tall.
     """
+    width, height = checked_size(picture)
+    return width > height
+
+
+def checked_size(picture: bytes) -> tuple[int, int]:
     width, height = picture_size(picture)
     if width == 0 or height == 0:
         raise _not_an_image()
-    return width > height
+    return width, height
+
+
+def analysis_seconds(width: int, height: int) -> float:
+    """
+    How long the simulated analysis of a *width* x *height* picture takes.
+    """
+    return min(MAX_ANALYSIS_SECONDS, width * height / PIXELS_PER_SECOND)
 
 
 class CatOrNot:
@@ -185,41 +257,57 @@ class CatOrNot:
 
     async def analyze(self, request: web.Request) -> web.Response:
         metrics = self.metrics
-        with track_inprogress(metrics.in_progress), time(metrics.request_time):
-            try:
-                with count_exceptions(
-                    metrics.auth_errors,
-                    exc=AuthError,
-                    exc_labels=_reason,
-                ):
-                    self.check_api_key(request)
-                with count_exceptions(
-                    metrics.bad_uploads,
-                    exc=BadUploadError,
-                    exc_labels=_reason,
-                ):
-                    picture = await self.read_picture(request)
-                    cat = await time(
-                        metrics.analysis_time, self.judge(picture)
-                    )
-            except RefusedError as refused:
-                return web.Response(
-                    status=refused.status, text=refused.message + "\n"
-                )
-            verdict = "meow!" if cat else "nope!"
-            metrics.verdicts.labels(verdict).inc()
-            return web.Response(text=verdict + "\n")
+        code = 500
+        try:
+            with (
+                track_inprogress(metrics.in_progress),
+                time(metrics.request_time.labels(ROUTE)),
+            ):
+                response = await self.answer(request)
+            code = response.status
+            return response
+        finally:
+            metrics.responses.labels(ROUTE, str(code)).inc()
+
+    async def answer(self, request: web.Request) -> web.Response:
+        metrics = self.metrics
+        try:
+            with count_exceptions(
+                metrics.auth_errors,
+                exc=AuthError,
+                exc_labels=_reason,
+            ):
+                self.check_api_key(request)
+            with count_exceptions(
+                metrics.bad_uploads,
+                exc=BadUploadError,
+                exc_labels=_reason,
+            ):
+                picture = await self.read_picture(request)
+                cat = await time(metrics.analysis_time, self.judge(picture))
+        except RefusedError as refused:
+            return web.Response(
+                status=refused.status, text=refused.message + "\n"
+            )
+        verdict = "meow!" if cat else "nope!"
+        metrics.verdicts.labels(verdict).inc()
+        return web.Response(text=verdict + "\n")
 
     async def judge(self, picture: bytes) -> bool:
+        await asyncio.sleep(analysis_seconds(*checked_size(picture)))
         return is_cat(picture)
 
     def check_api_key(self, request: web.Request) -> None:
         if self.api_key is None:
             return
+        with time(self.metrics.auth_time):
+            self.compare_api_key(request, self.api_key)
+
+    def compare_api_key(self, request: web.Request, api_key: str) -> None:
         given = request.headers.get(API_KEY_HEADER)
         if given is None:
             raise AuthError(401, "missing", f"{API_KEY_HEADER} is required")
-        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+        if not hmac.compare_digest(given.encode(), api_key.encode()):
             raise AuthError(401, "wrong", f"{API_KEY_HEADER} is wrong")
 
     async def read_picture(self, request: web.Request) -> bytes:
@@ -273,12 +361,14 @@ def build_app(
     """
     The cat-or.not application; its metrics server runs alongside it.
     """
-    service = CatOrNot(
-        Metrics.in_registry(registry), max_bytes=max_bytes, api_key=api_key
-    )
+    metrics = Metrics.in_registry(registry)
+    # The route's series exist from the start, at 0: a rate() over the
+    # first scrapes then counts the first requests too.
+    metrics.request_time.labels(ROUTE)
+    service = CatOrNot(metrics, max_bytes=max_bytes, api_key=api_key)
     # aiohttp's own body limit stays above ours, so ours gives the message.
     app = web.Application(client_max_size=max_bytes + 64 * 1024)
-    app.router.add_post("/analyze", service.analyze)
+    app.router.add_post(ROUTE, service.analyze)
 
     async def metrics_server(app: web.Application) -> AsyncIterator[None]:
         async with await start_http_server(
@@ -288,6 +378,7 @@ def build_app(
             yield
 
     app.cleanup_ctx.append(metrics_server)
+    app.cleanup_ctx.append(LoopMonitor(registry=registry).cleanup_ctx)
     return app
 
 

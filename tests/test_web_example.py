@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import importlib.util
+import math
 import struct
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 import zlib
 
@@ -22,24 +26,28 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from fixtures_servers import free_loopback_port, poll
+from fixtures_servers import eventually, free_loopback_port, poll
 
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "cat_or_not.py"
+ROOT = Path(__file__).parent.parent
+EXAMPLE = ROOT / "examples" / "cat_or_not.py"
 PICTURES = EXAMPLE.parent / "pictures"
+PLOT_SCRIPT = ROOT / "scripts" / "plot_example.py"
 
 
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("cat_or_not", EXAMPLE)
+def load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["cat_or_not"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-cat_or_not = load_example()
+cat_or_not = load("cat_or_not", EXAMPLE)
+#: The demo traffic of the picture script, scripts/plot_example.py.
+plot_example = load("plot_example", PLOT_SCRIPT)
 
 
 def png(width: int, height: int) -> bytes:
@@ -181,7 +189,8 @@ class TestCatOrNot:
         }
 
     async def test_api_key(self, registry, http):
-        """With an API key, a missing or wrong key is refused and counted."""
+        """With an API key, a missing or wrong key is refused and counted;
+        every check is timed."""
         async with running(registry, api_key="k3y") as (analyze, _):
             missing = await post(http, analyze, content=png(2, 1))
             wrong = await post(
@@ -192,6 +201,16 @@ class TestCatOrNot:
             )
 
         assert (401, 401, 200) == (missing[0], wrong[0], right[0])
+        assert 3.0 == registry.get_sample_value(
+            "cat_or_not_auth_duration_seconds_count"
+        )
+        assert (2.0, 1.0) == tuple(
+            registry.get_sample_value(
+                "cat_or_not_responses_total",
+                {"route": "/analyze", "code": code},
+            )
+            for code in ("401", "200")
+        )
         assert (1.0, 1.0) == (
             registry.get_sample_value(
                 "cat_or_not_auth_errors_total", {"reason": "missing"}
@@ -211,13 +230,121 @@ class TestCatOrNot:
             ) as response:
                 exposition = await response.text()
 
-        assert "cat_or_not_request_duration_seconds_count 2.0" in exposition
+        assert (
+            'cat_or_not_request_duration_seconds_count{route="/analyze"} 2.0'
+            in exposition
+        )
         assert "cat_or_not_analysis_duration_seconds_count 2.0" in exposition
         assert "cat_or_not_requests_in_progress 0.0" in exposition
+        assert "cat_or_not_auth_duration_seconds_count 0.0" in exposition
+        assert "asyncio_event_loop_lag_seconds_count" in exposition
         assert (
             'cat_or_not_bad_uploads_total{reason="not_an_image"} 1.0'
             in exposition
         )
+
+
+class TestAnalysisTime:
+    @pytest.mark.parametrize(
+        ("size", "seconds"),
+        [
+            ((4000, 3000), 0.3),
+            ((200, 200), 0.001),
+            ((1, 1), 2.5e-08),
+            ((65535, 65535), 2.0),
+        ],
+    )
+    def test_grows_with_the_pixels(self, size, seconds):
+        """The simulated analysis takes a second per 40 megapixels, at most
+        2 s."""
+        assert seconds == pytest.approx(cat_or_not.analysis_seconds(*size))
+
+    async def test_slow_upload_is_in_progress(self, registry, http):
+        """A request whose upload is still arriving counts as in progress,
+        and no longer once answered."""
+        gauge = "cat_or_not_requests_in_progress"
+        more = asyncio.Event()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield png(4, 2)
+            await more.wait()
+            yield b"\0" * 1024
+
+        async with running(registry) as (analyze, _):
+            form = aiohttp.FormData()
+            form.add_field("picture", body(), filename="slow.png")
+            upload = asyncio.ensure_future(post_form(http, analyze, form))
+            await eventually(
+                lambda: registry.get_sample_value(gauge) == 1.0,
+                what="the upload in progress",
+            )
+            more.set()
+            answer = await upload
+
+        assert (200, "meow!\n") == answer
+        assert 0.0 == registry.get_sample_value(gauge)
+
+
+async def post_form(
+    http: aiohttp.ClientSession, url: str, form: aiohttp.FormData
+) -> tuple[int, str]:
+    async with http.post(url, data=form) as response:
+        return response.status, await response.text()
+
+
+def p90(seconds: list[float]) -> float:
+    """
+    The 90th percentile: the smallest value that 90% are at most.
+    """
+    ordered = sorted(seconds)
+    return ordered[math.ceil(0.9 * len(ordered)) - 1]
+
+
+def bucket_of(seconds: float) -> int:
+    """
+    The index of the example's request bucket that *seconds* falls in.
+    """
+    return bisect.bisect_left(cat_or_not.REQUEST_BUCKETS, seconds)
+
+
+class TestBuckets:
+    async def test_p90_from_prometheus_is_within_a_bucket(
+        self, registry, prometheus
+    ):
+        """The talk's histogram_quantile(0.9, ...) over the example's
+        buckets lands in the bucket of the true p90 of the requests sent, or
+        the next: the buckets fit the latencies."""
+        async with running(registry) as (analyze, metrics_url):
+            target = urllib.parse.urlsplit(metrics_url).netloc
+            scraper = await asyncio.to_thread(prometheus, [target])
+            await asyncio.to_thread(scraper.wait_for_target_up, target)
+            sizes = plot_example.picture_sizes(300, seed=11)
+            answers = await plot_example.send_pictures(analyze, sizes)
+            await asyncio.to_thread(
+                scraper.wait_for_value,
+                "sum(cat_or_not_request_duration_seconds_count)",
+                "300",
+            )
+            # The buckets' counts since the start: every request sent.
+            (result,) = (
+                await asyncio.to_thread(
+                    scraper.api,
+                    "query",
+                    query="histogram_quantile(0.9, sum by (le) "
+                    "(cat_or_not_request_duration_seconds_bucket))",
+                )
+            )["result"]
+        estimate = float(result["value"][1])
+        true_p90 = p90([answer.seconds for answer in answers])
+
+        assert {200} == {answer.status for answer in answers}
+        assert bucket_of(true_p90) - bucket_of(estimate) in {0, 1}, (
+            estimate,
+            true_p90,
+        )
+        # Not the artifact of buckets that are all too wide: the estimate
+        # is above the lowest buckets.
+        assert bucket_of(estimate) > bucket_of(0.01)
 
 
 def answers(url: str) -> bool:
