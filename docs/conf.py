@@ -87,7 +87,10 @@ import asyncio
 from prometheus_client import CollectorRegistry
 """
 
-html_theme = "alabaster"
+# furo, as hynek's projects use: readable, and its content column holds a
+# 79-character code line without cutting it at 1280 px.
+html_theme = "furo"
+html_title = f"prom_async {release}"
 html_static_path: list[str] = []
 exclude_patterns = ["_build", "_inventories"]
 
@@ -101,6 +104,10 @@ def _bind_type_checking_imports() -> None:
         "prom_async.types",
         "prom_async.aio.web",
         "prom_async.aio.sd",
+        "prom_async.aio.http",
+        "prom_async.aio.loop",
+        "prom_async.aio.push",
+        "prom_async.testing",
     ):
         importlib.import_module(public)
     for name, module in sorted(sys.modules.items()):

@@ -69,15 +69,17 @@ def _python_entries() -> tuple[tuple[str, str, str], ...]:
         )
 
     add("class", "functions", "bool", "float", "int")
-    add("class", "stdtypes", "dict", "str", "tuple")
+    add("class", "stdtypes", "dict", "list", "str", "tuple")
     add("data", "constants", "None")
     add(
         "exception",
         "exceptions",
         "BaseException",
         "Exception",
+        "AssertionError",
         "GeneratorExit",
         "KeyboardInterrupt",
+        "LookupError",
         "OSError",
         "RuntimeError",
         "SystemExit",
@@ -88,6 +90,7 @@ def _python_entries() -> tuple[tuple[str, str, str], ...]:
     add(
         "class",
         "collections.abc",
+        "collections.abc.AsyncIterator",
         "collections.abc.Awaitable",
         "collections.abc.Callable",
         "collections.abc.Coroutine",
@@ -101,6 +104,8 @@ def _python_entries() -> tuple[tuple[str, str, str], ...]:
     add("data", "ssl", "ssl.Purpose.CLIENT_AUTH")
     add("class", "threading", "threading.Thread")
     add("function", "gc", "gc.freeze")
+    add("function", "asyncio-task", "asyncio.to_thread")
+    add("exception", "subprocess", "subprocess.TimeoutExpired")
     add("class", "typing", "typing.ParamSpec", "typing.Protocol")
     entries.append(("typing", "py:module", "library/typing.html#module-$"))
     add("data", "typing", "typing.Any", "typing.TypeAlias")
@@ -116,11 +121,27 @@ def _aiohttp_entries() -> tuple[tuple[str, str, str], ...]:
         "Request": "aiohttp.web_request",
         "Response": "aiohttp.web_response",
     }
-    return tuple(
+    web = tuple(
         (name, "py:class", f"web_reference.html#aiohttp.web.{cls}")
         for cls in documented
         for name in (f"aiohttp.web.{cls}", f"{defined_in[cls]}.{cls}")
     )
+    client = (
+        (
+            "aiohttp.ClientSession",
+            "client_reference.html#aiohttp.ClientSession",
+        ),
+        (
+            "aiohttp.client.ClientSession",
+            "client_reference.html#aiohttp.ClientSession",
+        ),
+        ("aiohttp.TraceConfig", "tracing_reference.html#aiohttp.TraceConfig"),
+        (
+            "aiohttp.tracing.TraceConfig",
+            "tracing_reference.html#aiohttp.TraceConfig",
+        ),
+    )
+    return web + tuple((name, "py:class", uri) for name, uri in client)
 
 
 def _prometheus_client_entries() -> tuple[tuple[str, str, str], ...]:
@@ -146,6 +167,14 @@ def _prometheus_client_entries() -> tuple[tuple[str, str, str], ...]:
         "prometheus_client.multiprocess.MultiProcessCollector": (
             "py:class",
             "multiprocess/",
+        ),
+        "prometheus_client.registry.Collector": (
+            "py:class",
+            "collector/custom/",
+        ),
+        "prometheus_client.metrics_core.Metric": (
+            "py:class",
+            "collector/custom/",
         ),
     }
     return tuple((name, role, uri) for name, (role, uri) in pages.items())
