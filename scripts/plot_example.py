@@ -213,16 +213,16 @@ def fetch(
     }
 
 
-def plot(series: dict[str, Series], output: Path) -> None:
+def plot(series: dict[str, Series], output: Path, *, since: float) -> None:
     """
-    Draw the request rate above the latency percentiles into *output*.
+    Draw the request rate above the latency percentiles into *output*, in
+    minutes from *since*.
     """
     import matplotlib as mpl  # noqa: PLC0415 -- a dev-only dependency
 
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    start = min(at for points in series.values() for at, _ in points)
     figure, (rate_axes, latency_axes) = plt.subplots(
         2, 1, sharex=True, figsize=(8, 5), dpi=120, layout="constrained"
     )
@@ -230,7 +230,7 @@ def plot(series: dict[str, Series], output: Path) -> None:
 
     def draw(axes: Any, key: str, **style: Any) -> None:
         label = QUERIES[key][1]
-        minutes = [(at - start) / 60 for at, _ in series[key]]
+        minutes = [(at - since) / 60 for at, _ in series[key]]
         values = [value for _, value in series[key]]
         axes.plot(minutes, values, label=label, **style)
 
@@ -246,7 +246,7 @@ def plot(series: dict[str, Series], output: Path) -> None:
     highest = max(value for _, value in series["p90"])
     latency_axes.set_ylim(0, highest * 1.35)
     latency_axes.set_xlabel(
-        "minutes (after the first, which rate()[1m] needs)"
+        "minutes of traffic (the first fills rate()'s 1m window)"
     )
     latency_axes.set_title(
         "histogram_quantile(0.9, sum by (le) (rate(…_bucket[1m])))",
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
             series = fetch(
                 prometheus_url, start=start + 60, end=time.time(), step=5
             )
-    plot(series, args.output)
+    plot(series, args.output, since=start)
     print(f"{sent} requests; wrote {args.output}")  # noqa: T201
 
 

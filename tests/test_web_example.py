@@ -13,8 +13,8 @@ import urllib.parse
 import urllib.request
 import zlib
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -400,3 +400,148 @@ class TestRunCommand:
         assert ["meow!\n", "nope!\n"] == verdicts, output
         assert 'cat_or_not_verdicts_total{verdict="meow!"} 1.0' in exposition
         assert 'cat_or_not_verdicts_total{verdict="nope!"} 1.0' in exposition
+
+
+#: The README's commands for the in-progress gauge, run from the clone.
+README_SLOW_UPLOAD = (
+    "head -c 1000000 /dev/zero"
+    " | cat examples/pictures/lying-cat.png - > slow-cat.png\n"
+    "curl -sS --limit-rate 100k -F picture=@slow-cat.png"
+    " http://127.0.0.1:8080/analyze\n"
+)
+README_IN_PROGRESS = (
+    "curl -s http://127.0.0.1:8081/metrics"
+    " | grep '^cat_or_not_requests_in_progress'"
+)
+#: The README's commands for the API key, with their output.
+README_API_KEY = [
+    (
+        (
+            "curl -sS -F picture=@examples/pictures/lying-cat.png"
+            " http://127.0.0.1:8080/analyze"
+        ),
+        "X-API-Key is required\n",
+    ),
+    (
+        (
+            "curl -sS -H 'X-API-Key: guess'"
+            " -F picture=@examples/pictures/lying-cat.png"
+            " http://127.0.0.1:8080/analyze"
+        ),
+        "X-API-Key is wrong\n",
+    ),
+    (
+        (
+            "curl -sS -H 'X-API-Key: s3cret'"
+            " -F picture=@examples/pictures/lying-cat.png"
+            " http://127.0.0.1:8080/analyze"
+        ),
+        "meow!\n",
+    ),
+    (
+        (
+            "curl -s http://127.0.0.1:8081/metrics"
+            " | grep -E"
+            " '^cat_or_not_auth_(errors_total|duration_seconds_count)'"
+        ),
+        (
+            "cat_or_not_auth_duration_seconds_count 3.0\n"
+            'cat_or_not_auth_errors_total{reason="missing"} 1.0\n'
+            'cat_or_not_auth_errors_total{reason="wrong"} 1.0\n'
+        ),
+    ),
+]
+
+
+class TestReadmeCommands:
+    @pytest.fixture
+    def clone(self, tmp_path: Path) -> Path:
+        """
+        A directory where the README's relative paths work, and its files
+        land in the test's own directory.
+        """
+        (tmp_path / "examples").symlink_to(ROOT / "examples")
+        return tmp_path
+
+    def test_slow_upload_moves_in_progress_gauge(self, clone):
+        """While the README's rate-limited upload runs, the in-progress
+        gauge is 1; once answered, 0."""
+        with example_process() as (port, metrics_port):
+            with subprocess.Popen(
+                [
+                    "bash",
+                    "-c",
+                    on_ports(README_SLOW_UPLOAD, port, metrics_port),
+                ],
+                cwd=clone,
+                stdout=subprocess.PIPE,
+                text=True,
+            ) as upload:
+                during = poll(
+                    lambda: (
+                        shell(README_IN_PROGRESS, port, metrics_port, clone)
+                        == "cat_or_not_requests_in_progress 1.0\n"
+                    ),
+                    what="the slow upload in progress",
+                )
+                answer = upload.communicate(timeout=60)[0]
+            after = shell(README_IN_PROGRESS, port, metrics_port, clone)
+
+        assert during
+        assert "meow!\n" == answer
+        assert "cat_or_not_requests_in_progress 0.0\n" == after
+
+    def test_api_key_commands(self, clone):
+        """With --api-key, the README's requests are refused, refused and
+        answered, and the auth counters and histogram show it."""
+        with example_process("--api-key", "s3cret") as (port, metrics_port):
+            outputs = [
+                shell(command, port, metrics_port, clone)
+                for command, _ in README_API_KEY
+            ]
+
+        assert [output for _, output in README_API_KEY] == outputs
+
+
+@contextmanager
+def example_process(*options: str) -> Iterator[tuple[int, int]]:
+    """
+    Run the example as the README does, on free ports; yield them.
+    """
+    port, metrics_port = free_loopback_port(), free_loopback_port()
+    command = [
+        sys.executable,
+        str(EXAMPLE),
+        f"--port={port}",
+        f"--metrics-port={metrics_port}",
+        *options,
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    ) as process:
+        try:
+            poll(
+                lambda: answers(f"http://127.0.0.1:{metrics_port}/metrics"),
+                what="the example's metrics port",
+            )
+            yield port, metrics_port
+        finally:
+            process.terminate()
+            process.communicate(timeout=30)
+
+
+def on_ports(command: str, port: int, metrics_port: int) -> str:
+    return command.replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace(
+        "127.0.0.1:8081", f"127.0.0.1:{metrics_port}"
+    )
+
+
+def shell(command: str, port: int, metrics_port: int, cwd: Path) -> str:
+    return subprocess.run(
+        ["bash", "-c", on_ports(command, port, metrics_port)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout
