@@ -17,6 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._auth import Authenticator
+from ._collect import SCRAPE_TIMEOUT_HEADER, run_hooks
 from ._render import RegistryRenderer
 
 
@@ -92,6 +93,7 @@ class MetricsEndpoint:
             asked.get(hdrs.AUTHORIZATION)
         ):
             return _unauthorized(self._authenticator)
+        await run_hooks(self.registry, asked.get(SCRAPE_TIMEOUT_HEADER))
         try:
             exposition = await self._renderer.render(
                 accept=asked.get(hdrs.ACCEPT),
@@ -163,7 +165,8 @@ def metrics_handler(
     let :func:`add_metrics_route` do it. The handler negotiates the format
     (text 0.0.4 or OpenMetrics) from ``Accept``, compresses with gzip when
     ``Accept-Encoding`` allows, honours ``name[]`` query parameters, and
-    renders off the event loop.
+    renders off the event loop, once the registry's scrape hooks
+    (:func:`prom_async.aio.collect.on_scrape`) are done.
 
     Args:
         registry: The registry to serve: the global one, a custom
