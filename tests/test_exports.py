@@ -24,6 +24,7 @@ DOCS = Path(__file__).parent.parent / "docs"
 PUBLIC_MODULES = [
     "prom_async",
     "prom_async.aio",
+    "prom_async.aio.collect",
     "prom_async.aio.http",
     "prom_async.aio.loop",
     "prom_async.aio.prefork",
