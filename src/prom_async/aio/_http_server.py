@@ -89,6 +89,8 @@ label's value, as :func:`server_middleware`'s ``labels=`` takes them.
 """
 
 _OTHER_METHOD: Final = "_OTHER"
+_GET: Final = hdrs.METH_GET
+_UPGRADE: Final = hdrs.UPGRADE
 _KNOWN_METHODS_ENV: Final = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS"
 _CLIENT_CLOSED: Final = 499
 _SERVER_ERROR: Final = 500
@@ -455,13 +457,27 @@ class _ServerMiddleware:
         exchange.watch(response)
         return response
 
-    def _begin(self, request: web.Request) -> _Exchange | None:
+    def _begin(self, request: web.Request) -> _Exchange | None:  # noqa: C901 -- one frame on the hot path
         """
         Start measuring *request*; None when it is not measured.
         """
-        template = self._route(request)
-        if template is None:
+        path = request.rel_url.raw_path  # the router made it: no new work
+        if path in self._excluded:
             return None
+        for pattern in self._excluded_patterns:
+            if pattern.fullmatch(path):
+                return None
+        route = request.match_info.route
+        template: str | None
+        if route.resource is None:  # a 404 or a 405 from the router
+            template = self._unmatched
+        else:
+            try:
+                template = self._routes[route]
+            except KeyError:
+                template = self._routes[route] = _template(route)
+            if template is None:
+                return None
         method = request.method
         if method not in self._known_methods:
             method = _OTHER_METHOD
@@ -472,13 +488,14 @@ class _ServerMiddleware:
             if self._labels
             else ()
         )
-        websocket = (
-            method == hdrs.METH_GET
-            and request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
-        )
-        if websocket:
+        if (
+            method == _GET
+            and request.headers.get(_UPGRADE, "").lower() == "websocket"
+        ):
+            websocket = True
             gauge = self._websockets.child((template, *extra))
         else:
+            websocket = False
             gauge = self._active.child((method, *extra))
         gauge.inc()
         trace = None
@@ -493,25 +510,6 @@ class _ServerMiddleware:
         return _Exchange(
             self, request, method, template, extra, websocket, gauge, trace
         )
-
-    def _route(self, request: web.Request) -> str | None:
-        """
-        The ``http_route`` of *request*; None when it is not measured.
-        """
-        path = request.rel_url.raw_path  # the router made it: no new work
-        if path in self._excluded:
-            return None
-        for pattern in self._excluded_patterns:
-            if pattern.fullmatch(path):
-                return None
-        route = request.match_info.route
-        if route.resource is None:  # a 404 or a 405 from the router
-            return self._unmatched
-        try:
-            return self._routes[route]
-        except KeyError:
-            template = self._routes[route] = _template(route)
-            return template
 
     def _label_value(
         self, name: str, get: Callable[[web.Request], str], request: Any
@@ -684,7 +682,9 @@ class _Exchange:
         response = self._response
         assert response is not None  # noqa: S101 -- set with the wrapper
         status = response.status
-        self._finish(status, _status_error(status), response)
+        self._finish(
+            status, str(status) if status >= _SERVER_ERROR else "", response
+        )
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
@@ -818,14 +818,13 @@ def _response_body_bytes(
     status_line = (
         f"HTTP/{version[0]}.{version[1]} {response.status} {response.reason}"
     )
-    head = _utf8_length(status_line) + 4
+    head = len(status_line.encode()) + 4
     for name, value in response.headers.items():
-        head += _utf8_length(name) + _utf8_length(value) + 4
+        if value.isascii() and name.isascii():
+            head += len(name) + len(value) + 4
+        else:
+            head += len(name.encode()) + len(value.encode()) + 4
     return max(0, response.body_length - head)
-
-
-def _utf8_length(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def _label_getters(
