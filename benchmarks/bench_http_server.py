@@ -169,7 +169,7 @@ class LoopbackClient:
             )
         )
 
-    async def send(self, runner: web.AppRunner, port: int, count: int) -> None:
+    async def send(self, _: web.AppRunner, port: int, count: int) -> None:
         assert self._process.stdin is not None
         assert self._process.stdout is not None
         self._process.stdin.write(f"{port} {count}\n".encode())
@@ -208,7 +208,7 @@ class MemoryTransport(asyncio.Transport):
     def close(self) -> None:
         self._closing = True
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
+    def get_extra_info(self, _: str, default: Any = None) -> Any:
         return default
 
     def pause_reading(self) -> None:
@@ -244,7 +244,8 @@ class MemoryClient:
         for number in range(count):
             transport.answered = loop.create_future()
             protocol.data_received(
-                f"GET /hello/{number % 10} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                f"GET /hello/{number % 10} HTTP/1.1\r\n"
+                "Host: x\r\n\r\n".encode()
             )
             await transport.answered
 
