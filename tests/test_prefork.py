@@ -87,13 +87,18 @@ async def gunicorn(tmp_path: Path) -> AsyncIterator[StartGunicorn]:
     """
     ``await gunicorn(app, config=None, env={})`` starts gunicorn with four
     aiohttp workers on a free loopback port and returns once a worker
-    answers (``GET /``: 404); every one started is stopped at teardown.
+    answers (``GET /``: 404), or at once with ``ready=False``; every one
+    started is stopped at teardown.
     """
     started: list[Gunicorn] = []
     logs = []
 
     async def start(
-        app: str, *, config: str | None = None, env: Mapping[str, str] = {}
+        app: str,
+        *,
+        config: str | None = None,
+        env: Mapping[str, str] = {},
+        ready: bool = True,
     ) -> Gunicorn:
         port = free_loopback_port()
         log_path = tmp_path / f"gunicorn-{len(started)}.log"
@@ -123,6 +128,8 @@ async def gunicorn(tmp_path: Path) -> AsyncIterator[StartGunicorn]:
         )
         server = Gunicorn(process, f"http://127.0.0.1:{port}/", log_path)
         started.append(server)
+        if not ready:
+            return server
 
         async def answers() -> bool:
             if process.returncode is not None:
@@ -612,6 +619,53 @@ class TestMultiprocessExporter:
         assert ("prefork_test_worker_pid", (("pid", str(victim)),)) in (
             samples(await scrape(url))
         )
+
+    @pytest.mark.parametrize(
+        ("taken", "variables", "reason"),
+        [
+            (
+                True,
+                {"PROMETHEUS_MULTIPROC_DIR": "multiproc"},
+                "Error: the metrics exporter did not start: OSError: ",
+            ),
+            (
+                False,
+                {},
+                (
+                    "RuntimeError: PROMETHEUS_MULTIPROC_DIR is not set: set "
+                    "it in gunicorn's environment"
+                ),
+            ),
+        ],
+        ids=["port taken", "no directory"],
+    )
+    async def test_refused_start(
+        self, gunicorn, tmp_path, taken, variables, reason
+    ):
+        """gunicorn does not start, and says why, when the exporter's port
+        is taken or PROMETHEUS_MULTIPROC_DIR is not set."""
+        with socket.socket() as blocker:
+            blocker.bind(("127.0.0.1", 0))
+            blocker.listen()
+            port = free_loopback_port()
+            if taken:
+                port = blocker.getsockname()[1]
+            server = await gunicorn(
+                "prefork_app:aggregated_app",
+                config="gunicorn_aggregated.py",
+                env={
+                    **{
+                        name: str(tmp_path / value)
+                        for name, value in variables.items()
+                    },
+                    "METRICS_PORT": str(port),
+                },
+                ready=False,
+            )
+            status = await asyncio.wait_for(server.process.wait(), DEADLINE)
+
+        assert 0 != status
+        assert reason in server.log()
 
 
 async def _equals(value: Awaitable[float], expected: float) -> bool:

@@ -13,14 +13,14 @@ import logging
 import os
 import weakref
 
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol
 
 
 __all__ = [
-    "Arbiter",
+    "ArbiterLike",
     "GunicornHooks",
-    "Worker",
+    "WorkerLike",
     "WorkerSlots",
     "in_gunicorn",
     "worker_slot",
@@ -29,29 +29,43 @@ __all__ = [
 log = logging.getLogger("prom_async.aio.prefork")
 
 
-class Worker(Protocol):
+class WorkerLike(Protocol):
     """
-    What the hooks read of a gunicorn worker.
-    """
+    What the hooks read of a gunicorn worker (the ``worker`` argument of
+    gunicorn's worker hooks): a ``gunicorn.workers.base.Worker``.
 
-    @property
-    def pid(self) -> int: ...
-
-
-class Arbiter(Protocol):
-    """
-    What the hooks read of gunicorn's arbiter (the ``server`` argument).
+    .. versionadded:: 0.2.0
     """
 
     @property
-    def WORKERS(self) -> Mapping[int, Any]: ...  # noqa: N802 -- gunicorn's
+    def pid(self) -> int:
+        """
+        The worker's process ID.
+        """
+
+
+class ArbiterLike(Protocol):
+    """
+    What the hooks read of gunicorn's arbiter (the ``server`` argument of
+    every hook): a ``gunicorn.arbiter.Arbiter``.
+
+    .. versionadded:: 0.2.0
+    """
+
+    @property
+    def WORKERS(self) -> Mapping[int, Any]:  # noqa: N802 -- gunicorn's name
+        """
+        The live workers, by process ID.
+        """
 
 
 _current_slot: int | None = None
 #: The master's record of each live worker's slot. Kept here, not in a
 #: WorkerSlots: gunicorn's SIGHUP loads the configuration again, and the
 #: new object must know the slots of the workers that still run.
-_slots: weakref.WeakKeyDictionary[Worker, int] = weakref.WeakKeyDictionary()
+_slots: weakref.WeakKeyDictionary[WorkerLike, int] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def in_gunicorn() -> bool:
@@ -93,7 +107,7 @@ class GunicornHooks:
     The names of the hooks, as gunicorn's settings name them.
     """
 
-    def install(self, namespace: MutableMapping[str, Any]) -> None:
+    def install(self, namespace: dict[str, Any]) -> None:
         """
         Assign every hook in *namespace*, a gunicorn configuration module's
         ``globals()``.
@@ -156,7 +170,7 @@ class WorkerSlots(GunicornHooks):
 
     hook_names: ClassVar[tuple[str, ...]] = ("pre_fork", "post_fork")
 
-    def pre_fork(self, server: Arbiter, worker: Worker) -> None:
+    def pre_fork(self, server: ArbiterLike, worker: WorkerLike) -> None:
         """
         gunicorn's ``pre_fork`` hook: choose the slot of *worker*.
         """
@@ -164,7 +178,7 @@ class WorkerSlots(GunicornHooks):
         slot = next(n for n in range(len(taken) + 1) if n not in taken)
         _slots[worker] = slot
 
-    def post_fork(self, server: Arbiter, worker: Worker) -> None:  # noqa: ARG002 -- gunicorn's signature
+    def post_fork(self, server: ArbiterLike, worker: WorkerLike) -> None:  # noqa: ARG002 -- gunicorn's signature
         """
         gunicorn's ``post_fork`` hook: the new worker takes its slot.
 

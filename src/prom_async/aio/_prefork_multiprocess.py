@@ -26,7 +26,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Gauge, multiprocess
 from ..types import ServiceDiscovery
 from ._client_internals import values_are_local
 from ._families import family
-from ._prefork_hooks import Arbiter, GunicornHooks, Worker
+from ._prefork_hooks import ArbiterLike, GunicornHooks, WorkerLike
 from ._prefork_options import ExporterOptions
 
 
@@ -39,6 +39,8 @@ __all__ = [
 
 log = logging.getLogger("prom_async.aio.prefork")
 
+#: What multiprocess mode drops, as the start-up warning names it
+#: (documented in docs/prefork.rst).
 DROPPED: Final = (
     "exemplars",
     (
@@ -130,9 +132,9 @@ class MultiprocessExporter(GunicornHooks):
     - ``when_ready``: forks the exporter process from the master, before
       the workers, and waits until it listens (gunicorn stops with the
       reason if it cannot);
-    - ``child_exit``: marks a dead worker
-      (:func:`prometheus_client.multiprocess.mark_process_dead`), so that
-      ``live*`` gauges (:func:`inprogress_gauge`) drop its share;
+    - ``child_exit``: marks a dead worker (prometheus_client's
+      ``multiprocess.mark_process_dead()``), so that ``live*`` gauges
+      (:func:`inprogress_gauge`) drop its share;
     - ``on_exit``: stops the exporter process (it deregisters from service
       discovery); if the master dies without, the exporter process stops
       within a second.
@@ -240,7 +242,7 @@ class MultiprocessExporter(GunicornHooks):
         started = _started.get(self.directory)
         return None if started is None else started[1]
 
-    def on_starting(self, server: Arbiter) -> None:
+    def on_starting(self, server: ArbiterLike) -> None:
         """
         gunicorn's ``on_starting`` hook: create and wipe the directory; log
         what multiprocess mode drops.
@@ -263,7 +265,7 @@ class MultiprocessExporter(GunicornHooks):
             ", ".join(DROPPED),
         )
 
-    def when_ready(self, server: Arbiter) -> None:
+    def when_ready(self, server: ArbiterLike) -> None:
         """
         gunicorn's ``when_ready`` hook: fork the exporter process and wait
         until it listens.
@@ -297,7 +299,7 @@ class MultiprocessExporter(GunicornHooks):
             pid,
         )
 
-    def child_exit(self, server: Arbiter, worker: Worker) -> None:  # noqa: ARG002 -- gunicorn's signature
+    def child_exit(self, server: ArbiterLike, worker: WorkerLike) -> None:  # noqa: ARG002 -- gunicorn's signature
         """
         gunicorn's ``child_exit`` hook: mark *worker* dead.
         """
@@ -305,7 +307,7 @@ class MultiprocessExporter(GunicornHooks):
             worker.pid, str(self.directory)
         )
 
-    def on_exit(self, server: Arbiter) -> None:  # noqa: ARG002 -- gunicorn's signature
+    def on_exit(self, server: ArbiterLike) -> None:  # noqa: ARG002 -- gunicorn's signature
         """
         gunicorn's ``on_exit`` hook: stop the exporter process.
         """
@@ -313,7 +315,7 @@ class MultiprocessExporter(GunicornHooks):
         if started is not None:
             stop_process(started[0], self.stop_timeout)
 
-    def _exporter_process(self, server: Arbiter, report_to: int) -> int:
+    def _exporter_process(self, server: ArbiterLike, report_to: int) -> int:
         detach(getattr(server, "LISTENERS", ()))
         parent = os.getppid()
 

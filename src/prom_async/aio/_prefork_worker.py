@@ -26,13 +26,9 @@ __all__ = ["EXPORTER_KEY", "worker_exporter"]
 
 log = logging.getLogger("prom_async.aio.prefork")
 
+#: Where worker_exporter() keeps the worker's running exporter in the
+#: application (documented in docs/prefork.rst).
 EXPORTER_KEY: Final = web.AppKey("prom_async_exporter", MetricsHTTPServer)
-"""
-Where :func:`worker_exporter` keeps the worker's running exporter in the
-application, once it has started: ``app[EXPORTER_KEY].metrics_url``.
-
-.. versionadded:: 0.2.0
-"""
 
 
 def worker_exporter(
@@ -75,8 +71,8 @@ def worker_exporter(
         bearer_token: See :func:`~prom_async.aio.web.start_http_server`.
 
     Returns:
-        The cleanup context: ``app.cleanup_ctx.append(worker_exporter())``.
-        Starting it raises what
+        A cleanup context, for ``app.cleanup_ctx.append(...)``. Starting it
+        raises what
         :func:`~prom_async.aio.web.start_http_server` raises, and
         :exc:`RuntimeError` for a *base_port* in a gunicorn without
         :class:`WorkerSlots`.

@@ -17,7 +17,13 @@ Two ways:
 gunicorn is not imported: the hooks are plain methods that gunicorn calls.
 """
 
-from ._prefork_hooks import GunicornHooks, WorkerSlots, worker_slot
+from ._prefork_hooks import (
+    ArbiterLike,
+    GunicornHooks,
+    WorkerLike,
+    WorkerSlots,
+    worker_slot,
+)
 from ._prefork_multiprocess import (
     DROPPED,
     MultiprocessExporter,
@@ -29,8 +35,10 @@ from ._prefork_worker import EXPORTER_KEY, worker_exporter
 __all__ = [
     "DROPPED",
     "EXPORTER_KEY",
+    "ArbiterLike",
     "GunicornHooks",
     "MultiprocessExporter",
+    "WorkerLike",
     "WorkerSlots",
     "inprogress_gauge",
     "worker_exporter",
