@@ -15,8 +15,8 @@ imported modules count once, in both.  It is taken once all are registered
 **Discovery.**  Debian's VictoriaMetrics (``consul_sd_configs``, Consul
 looked at every second, scrape interval ``--scrape-interval``) and a fleet
 of ``--processes`` x ``--per-process`` exporters, started after
-VictoriaMetrics is up.  From the moment the last process reports all its
-exporters registered, the time until every one is in VictoriaMetrics'
+VictoriaMetrics is up.  From the moment the double holds all their
+registrations, the time until every one is in VictoriaMetrics'
 target list, and until every one is ``up``; a fresh double and
 VictoriaMetrics each round.
 
@@ -148,6 +148,10 @@ async def measure_memory(arguments: argparse.Namespace) -> None:
     )
 
 
+async def services_of(double: ConsulDouble) -> set[str]:
+    return set(double.services)
+
+
 async def target_health(victoria: VictoriaMetrics) -> dict[str, str]:
     return {
         target["labels"]["consul_service_id"]: target["health"]
@@ -180,10 +184,15 @@ async def discovery_round(
             )
             fleet.append(process)
         await asyncio.gather(*(process.ready(DEADLINE) for process in fleet))
-        registered = time.monotonic()
         everyone = {
             service_id for process in fleet for service_id in process.instances
         }
+        await until(
+            lambda: services_of(double),
+            lambda services: everyone == services,
+            "registrations",
+        )
+        registered = time.monotonic()
         await until(
             lambda: target_health(victoria),
             lambda health: everyone <= health.keys(),

@@ -8,9 +8,10 @@ registry and a `prom_async.aio.sd.ConsulAgent` of its own::
     python tests/fleet_process.py AGENT_ADDRESS NAME PREFIX COUNT [options]
 
 The service IDs are ``PREFIX-0`` to ``PREFIX-<count - 1>``.  Once every
-exporter listens and its first registration was attempted, it prints one
-JSON line, ``{"pid": ..., "instances": {service_id: port, ...}}``.  Then it
-serves until SIGTERM, SIGINT or the end of its standard input (the parent is
+exporter listens and its first registration was attempted (one still
+pending then goes on in the background), it prints one JSON line,
+``{"pid": ..., "instances": {service_id: port, ...}}``.  Then it serves
+until SIGTERM, SIGINT or the end of its standard input (the parent is
 gone), closes every exporter (each deregisters itself) and prints
 ``{"closed": <count>}``.
 
@@ -104,22 +105,32 @@ def _say(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+async def _start_one(
+    arguments: argparse.Namespace, number: int
+) -> MetricsHTTPServer:
+    registry = CollectorRegistry()
+    Gauge("fleet_member", "One exporter of the fleet.", registry=registry).set(
+        number
+    )
+    return await start_http_server(
+        addr="127.0.0.1",
+        registry=registry,
+        service_discovery=_agent(arguments, f"{arguments.prefix}-{number}"),
+    )
+
+
 async def _serve(arguments: argparse.Namespace) -> None:
-    servers: list[MetricsHTTPServer] = []
+    # All at once: each start waits up to request_timeout for its first
+    # registration attempt, which a busy agent may take.
+    started = await asyncio.gather(
+        *(_start_one(arguments, number) for number in range(arguments.count)),
+        return_exceptions=True,
+    )
+    servers = [s for s in started if isinstance(s, MetricsHTTPServer)]
     try:
-        for number in range(arguments.count):
-            service_id = f"{arguments.prefix}-{number}"
-            registry = CollectorRegistry()
-            Gauge(
-                "fleet_member", "One exporter of the fleet.", registry=registry
-            ).set(number)
-            servers.append(
-                await start_http_server(
-                    addr="127.0.0.1",
-                    registry=registry,
-                    service_discovery=_agent(arguments, service_id),
-                )
-            )
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
         _say(
             {
                 "pid": os.getpid(),
@@ -157,7 +168,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="DeregisterCriticalServiceAfter in seconds, below Consul's "
         "minimum (the default is ConsulAgent's)",
     )
-    asyncio.run(_serve(parser.parse_args(argv)))
+    # Without asyncio's debug mode, even under PYTHONDEVMODE: on a busy
+    # machine it would log most callbacks of 50 servers as slow, and that
+    # logging would cost more than the servers.
+    asyncio.run(_serve(parser.parse_args(argv)), debug=False)
 
 
 def scrape_config(
@@ -279,7 +293,8 @@ class FleetProcess:
 
     async def ready(self, timeout: float = 60.0) -> dict[str, int]:
         """
-        Wait until every exporter listens and was registered once.
+        Wait until every exporter listens and its first registration was
+        attempted.
 
         Returns:
             `instances`.

@@ -155,14 +155,16 @@ async def check_statuses(double: ConsulDouble) -> dict[str, str]:
     }
 
 
-def deregistrations(double: ConsulDouble, service_ids: set[str]) -> list[str]:
+def deregistrations(
+    double: ConsulDouble, service_ids: set[str]
+) -> list[tuple[str, int | None]]:
     """
-    The service IDs, of *service_ids*, whose deregistration the double got.
+    The deregistrations of *service_ids* the double got, with its answers.
     """
     return sorted(
-        service_id
+        (service_id, request.status)
         for service_id in service_ids
-        for _ in double.requests_to(
+        for request in double.requests_to(
             f"/v1/agent/service/deregister/{service_id}", method="PUT"
         )
     )
@@ -182,14 +184,18 @@ class TestFleet:
         )
 
         fleet = await start_fleet(double, PROCESSES, PER_PROCESS)
-        last_registered = time.monotonic()
         everyone = {
             service_id for process in fleet for service_id in process.instances
         }
 
         assert PROCESSES * PER_PROCESS == len(everyone)
-        assert everyone == await services_of(double)
 
+        await poll(
+            lambda: services_of(double),
+            lambda services: everyone == services,
+            what="all 200 registered",
+        )
+        last_registered = time.monotonic()
         await poll(
             lambda: target_health(victoria),
             lambda health: dict.fromkeys(everyone, "up") == health,
@@ -212,8 +218,8 @@ class TestFleet:
         remaining = everyone - closed.instances.keys()
 
         assert PER_PROCESS == await closed.terminate()
-        assert sorted(closed.instances) == deregistrations(
-            double, set(closed.instances)
+        assert [(each, 200) for each in sorted(closed.instances)] == (
+            deregistrations(double, set(closed.instances))
         )
         assert not closed.instances.keys() & await services_of(double)
 
