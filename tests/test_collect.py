@@ -453,6 +453,29 @@ class TestDeadlines:
         assert 1 == len(hook_records(caplog, "has not finished"))
         assert hook._run is not None
 
+    async def test_no_wait_for_a_run_as_old_as_its_timeout(
+        self, registry, serve, http, hooks, monkeypatch
+    ):
+        """A run that has lasted its timeout is not waited for any more:
+        its loop cancels it or is not running it; the scrape answers at
+        once, with the run's age as its duration."""
+        clock = FakeClock()
+        monkeypatch.setattr(_collect_hook, "clock", clock)
+        hang = Hang()
+        hook = hooks(hang, registry=registry, name="hang", timeout=60)
+        server = await serve(registry=registry)
+        await scrape(http, server.metrics_url, scrape_timeout="0.4")
+        clock.now += 60
+
+        scraped = await scrape(http, server.metrics_url)
+
+        # The one waiter is the first scrape's, left behind.
+        assert (0.0, 60.0, 1) == (
+            scraped.success("hang"),
+            scraped.duration("hang"),
+            waiters(hook),
+        )
+
     async def test_a_run_is_cancelled_after_its_timeout(
         self, registry, serve, http, hooks, caplog
     ):

@@ -210,17 +210,23 @@ class ScrapeHook:
     async def refresh(self, budget: float | None) -> None:
         """
         Let the hook run for a scrape: join the run under way, reuse a
-        recent outcome, or start a run; wait for it for at most the
-        smaller of the hook's timeout and *budget* seconds; report how it
-        went. Never raises.
+        recent outcome, or start a run; wait for it for at most *budget*
+        seconds, and only until the run is as old as the hook's timeout;
+        report how it went. Never raises.
         """
-        wait = self._timeout if budget is None else min(self._timeout, budget)
         with self._lock:
             run = None if self._removed else self._current_run()
         if run is None:
             return
-        waiter = asyncio.wrap_future(run.future)
-        await asyncio.wait((waiter,), timeout=wait)
+        # By the time a run is as old as the timeout, its loop has cancelled
+        # it, or is not running it (blocked, or stopped without closing):
+        # scrapes waiting for it would only pile up.
+        wait = self._timeout - (clock() - run.submitted)
+        if budget is not None:
+            wait = min(wait, budget)
+        if wait > 0:
+            waiter = asyncio.wrap_future(run.future)
+            await asyncio.wait((waiter,), timeout=wait)
         with self._lock:
             if self._removed:
                 return
