@@ -291,6 +291,20 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def scraped(prometheus_url: str) -> float:
+    """
+    How many requests Prometheus' latest scrape counted.
+    """
+    points = query_range(
+        prometheus_url,
+        "sum(cat_or_not_request_duration_seconds_count)",
+        start=time.time(),
+        end=time.time(),
+        step=1,
+    )
+    return points[-1][1] if points else 0.0
+
+
 def answers(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
         return bool(response.status == 200)  # noqa: PLR2004
@@ -369,8 +383,10 @@ def main(argv: list[str] | None = None) -> None:
                     analyze_url, seconds=args.minutes * 60, seed=args.seed
                 )
             )
-            # One more scrape and rule evaluation after the last request.
-            time.sleep(15)
+            wait_for(
+                lambda: scraped(prometheus_url) == sent,
+                "Prometheus to scrape the last requests",
+            )
             series = fetch(
                 prometheus_url, start=start + 60, end=time.time(), step=5
             )

@@ -32,9 +32,9 @@ class TestPictureQueries:
             start = time.time()
             sent = await plot_example.demo_traffic(analyze, seconds=4)
             await asyncio.to_thread(
-                scraper.wait_for_value,
-                "sum(cat_or_not_request_duration_seconds_count)",
-                str(sent),
+                poll,
+                lambda: plot_example.scraped(scraper.url) == sent,
+                what=f"{sent} requests scraped",
             )
             series = await asyncio.to_thread(
                 poll,
