@@ -484,6 +484,47 @@ class TestOutcomes:
         } == recorded(registry)
         assert 0.0 == active(registry)
 
+    async def test_not_a_response(self, registry, http):
+        """A handler that returns no response is recorded as a 500 (what
+        aiohttp answers; before 3.14, it closes the connection)."""
+
+        async def forgetful(request):
+            return None
+
+        app = app_with(
+            server_middleware(registry=registry), routes={"/": forgetful}
+        )
+
+        async with serving(app) as url:
+            answer = await raw_get(url)
+            await eventually(lambda: recorded(registry), what="recorded")
+
+        assert answer.startswith(b"HTTP/1.1 500 ") or b"" == answer
+        assert {("GET", "/", "500", "500"): 1.0} == recorded(registry)
+        assert 0.0 == active(registry)
+
+    def test_closed_without_a_loop(self, registry):
+        """A middleware coroutine closed with no event loop running (one
+        collected as a program exits) records its request as ended."""
+        app = app_with(routes={"/": ok})
+        request = make_mocked_request("GET", "/", app=app)
+        request._match_info = asyncio.run(app.router.resolve(request))
+        loop = asyncio.new_event_loop()
+        never = loop.create_future()
+
+        async def stuck(request):
+            await never
+
+        coroutine = server_middleware(registry=registry)(request, stuck)
+        coroutine.send(None)
+        coroutine.close()
+        loop.close()
+
+        assert {("GET", "/", "500", "GeneratorExit"): 1.0} == recorded(
+            registry
+        )
+        assert 0.0 == active(registry)
+
     async def test_outside_a_task(self, registry):
         """Called outside an asyncio task (a unit test driving it), the
         middleware records when the response is written."""

@@ -161,9 +161,9 @@ def server_middleware(
     answers) with its class name as ``error_type`` and passes through
     unchanged; an :class:`~aiohttp.web.HTTPException` is a response and is
     recorded with its status; a handler cancelled because its client left
-    (``handler_cancellation=True``) or a body the client stopped reading is
-    recorded as 499. A failure of the measurement itself is logged once and
-    the request is served.
+    (``handler_cancellation=True``), or a response that could not be
+    written because its client left, is recorded as 499. A failure of the
+    measurement itself is logged once and the request is served.
 
     Calling it again with the same *registry* and *namespace* (an
     application built per test, two applications in one process) shares
@@ -181,7 +181,9 @@ def server_middleware(
             every value is one more series of each metric.
         exclude_paths: Requests for these paths are not measured: strings
             equal to the whole path, or compiled regular expressions that
-            match the whole path (:meth:`re.Pattern.fullmatch`). Requests
+            match the whole path (:meth:`re.Pattern.fullmatch`), the path as
+            the client sent it (percent-encoded, without the query string).
+            Requests
             that a prom_async metrics handler answers
             (:func:`~prom_async.aio.web.add_metrics_route` and the like) are
             never measured, wherever it is mounted.
@@ -646,6 +648,11 @@ class _Exchange:
         """
         Record when *response* has been written.
         """
+        given: object = response
+        if not isinstance(given, web.StreamResponse):
+            # A handler's mistake: aiohttp logs it and answers 500.
+            self.end_with(_SERVER_ERROR, str(_SERVER_ERROR))
+            return
         self._outcome = None
         self._response = response
         try:
@@ -667,9 +674,15 @@ class _Exchange:
         """
         Record when the request's task is done, if nothing did before.
         """
-        task = self._task = asyncio.current_task()
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no loop: a coroutine closed as it is collected
+            task = None
         if task is not None:
+            self._task = task
             task.add_done_callback(self._task_done)
+        elif self._outcome is not None:
+            self._finish(*self._outcome, None)  # nothing else will come
 
     async def _written(self, *args: Any, **kwargs: Any) -> None:
         write_eof = self._write_eof
