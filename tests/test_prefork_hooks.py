@@ -611,8 +611,7 @@ class TestServeDirectory:
         multiproc_dir.mkdir()
         reports: list[dict[str, Any]] = []
         serving = asyncio.create_task(
-            _prefork_multiprocess.serve_directory(
-                MultiprocessExporter(addr="127.0.0.1"),
+            MultiprocessExporter(addr="127.0.0.1")._serve(
                 reports.append,
                 lambda: True,
             )
@@ -633,8 +632,7 @@ class TestServeDirectory:
         reports: list[dict[str, Any]] = []
 
         with caplog.at_level(logging.WARNING, "prom_async.aio.prefork"):
-            status = await _prefork_multiprocess.serve_directory(
-                MultiprocessExporter(addr="127.0.0.1"),
+            status = await MultiprocessExporter(addr="127.0.0.1")._serve(
                 reports.append,
                 lambda: False,
             )
@@ -649,8 +647,8 @@ class TestServeDirectory:
         """An exporter that cannot start reports why."""
         reports: list[dict[str, Any]] = []
 
-        status = await _prefork_multiprocess.serve_directory(
-            MultiprocessExporter(addr="127.0.0.1"), reports.append, bool
+        status = await MultiprocessExporter(addr="127.0.0.1")._serve(
+            reports.append, bool
         )
 
         assert 1 == status

@@ -34,7 +34,6 @@ __all__ = [
     "DROPPED",
     "MultiprocessExporter",
     "inprogress_gauge",
-    "serve_directory",
 ]
 
 log = logging.getLogger("prom_async.aio.prefork")
@@ -171,6 +170,10 @@ class MultiprocessExporter(GunicornHooks):
         TypeError: An option has the wrong type.
         ValueError: An option has a wrong value.
 
+    Attributes:
+        directory: ``PROMETHEUS_MULTIPROC_DIR``, as a path.
+        port (int): The port asked for.
+
     .. versionadded:: 0.2.0
     """
 
@@ -206,14 +209,14 @@ class MultiprocessExporter(GunicornHooks):
                 f"gunicorn's environment ({_ENVIRONMENT}=/path/to/dir "
                 "gunicorn ...), not in its configuration or --env"
             )
-        self.options = ExporterOptions(
+        self._options = ExporterOptions(
             addr=addr,
             ssl_ctx=ssl_ctx,
             service_discovery=service_discovery,
             basic_auth_users=basic_auth_users,
             bearer_token=bearer_token,
         )
-        self.options.check(port, CollectorRegistry())
+        self._options.check(port, CollectorRegistry())
         self.port = port
         self.directory = Path(directory)
         self.start_timeout = _seconds("start_timeout", start_timeout)
@@ -277,7 +280,8 @@ class MultiprocessExporter(GunicornHooks):
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
-        # The child: gunicorn runs it in tests/test_prefork.py.
+        # The child; tests/test_prefork.py runs it under gunicorn, and
+        # tests/test_prefork_hooks.py runs _exporter_process() in-process.
         if pid == 0:  # pragma: no cover -- the forked exporter process
             os.close(read_end)
             os._exit(self._exporter_process(server, write_end))
@@ -324,10 +328,64 @@ class MultiprocessExporter(GunicornHooks):
 
         try:
             return asyncio.run(
-                serve_directory(self, report, lambda: os.getppid() == parent)
+                self._serve(report, lambda: os.getppid() == parent)
             )
         finally:
             os.close(report_to)
+
+    async def _serve(
+        self,
+        report: Callable[[Mapping[str, Any]], None],
+        parent_alive: Callable[[], bool],
+    ) -> int:
+        """
+        Serve the sum of the directory until ``SIGTERM`` or ``SIGINT``, or
+        until *parent_alive* says the master is gone.
+
+        *report* gets the exporter's address, or why it did not start.
+
+        Returns:
+            The exit status of the exporter process.
+        """
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in _STOP_SIGNALS:
+            loop.add_signal_handler(number, stopping.set)
+        try:
+            registry = CollectorRegistry()
+            try:
+                # It looks at the directory: off the loop.
+                await asyncio.to_thread(
+                    multiprocess.MultiProcessCollector,
+                    registry,
+                    str(self.directory),
+                )
+                server = await self._options.start(self.port, registry)
+            except Exception as error:  # noqa: BLE001 -- reported to the master
+                await asyncio.to_thread(
+                    report, {"error": f"{type(error).__name__}: {error}"}
+                )
+                return 1
+            await asyncio.to_thread(
+                report, {"metrics_url": server.metrics_url}
+            )
+            try:
+                while not stopping.is_set():
+                    if not parent_alive():
+                        log.warning(
+                            "the gunicorn master is gone: the exporter stops"
+                        )
+                        break
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(
+                            stopping.wait(), _PARENT_POLL_INTERVAL
+                        )
+            finally:
+                await server.close()
+        finally:
+            for number in _STOP_SIGNALS:
+                loop.remove_signal_handler(number)
+        return 0
 
 
 def _seconds(name: str, value: float) -> float:
@@ -357,59 +415,6 @@ def detach(listeners: Iterable[_Listener]) -> None:
     for number in signal.valid_signals():
         if callable(signal.getsignal(number)):
             signal.signal(number, signal.SIG_DFL)
-
-
-async def serve_directory(
-    exporter: MultiprocessExporter,
-    report: Callable[[Mapping[str, Any]], None],
-    parent_alive: Callable[[], bool],
-) -> int:
-    """
-    Serve the sum of *exporter*'s directory until ``SIGTERM`` or
-    ``SIGINT``, or until *parent_alive* says the master is gone.
-
-    *report* gets the exporter's address, or why it did not start.
-
-    Returns:
-        The exit status of the exporter process.
-    """
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for number in _STOP_SIGNALS:
-        loop.add_signal_handler(number, stopping.set)
-    try:
-        registry = CollectorRegistry()
-        try:
-            # It looks at the directory: off the loop.
-            await asyncio.to_thread(
-                multiprocess.MultiProcessCollector,
-                registry,
-                str(exporter.directory),
-            )
-            server = await exporter.options.start(exporter.port, registry)
-        except Exception as error:  # noqa: BLE001 -- reported to the master
-            await asyncio.to_thread(
-                report, {"error": f"{type(error).__name__}: {error}"}
-            )
-            return 1
-        await asyncio.to_thread(report, {"metrics_url": server.metrics_url})
-        try:
-            while not stopping.is_set():
-                if not parent_alive():
-                    log.warning(
-                        "the gunicorn master is gone: the exporter stops"
-                    )
-                    break
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(
-                        stopping.wait(), _PARENT_POLL_INTERVAL
-                    )
-        finally:
-            await server.close()
-    finally:
-        for number in _STOP_SIGNALS:
-            loop.remove_signal_handler(number)
-    return 0
 
 
 def read_report(fd: int, timeout: float) -> dict[str, Any]:
