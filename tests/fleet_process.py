@@ -80,24 +80,33 @@ def _agent(arguments: argparse.Namespace, service_id: str) -> ConsulAgent:
     )
 
 
-async def _until_stopped() -> None:
+async def _stop_requested() -> asyncio.Future[None]:
+    """
+    What completes on SIGTERM, SIGINT or the end of stdin (the parent has
+    gone: nobody else would stop us).
+    """
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def request_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    # The end of stdin means the parent has gone: nobody else will stop us.
+        loop.add_signal_handler(signum, request_stop)
     stdin = asyncio.StreamReader()
     transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin
     )
     eof = asyncio.ensure_future(stdin.read())
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({eof, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (eof, stopped):
-            task.cancel()
+    eof.add_done_callback(lambda _: request_stop())
+
+    def stop_watching(_: asyncio.Future[None]) -> None:
+        eof.cancel()
         transport.close()
+
+    stop.add_done_callback(stop_watching)
+    return stop
 
 
 def _say(message: dict[str, Any]) -> None:
@@ -120,6 +129,7 @@ async def _start_one(
 
 
 async def _serve(arguments: argparse.Namespace) -> None:
+    stop = await _stop_requested()
     # All at once: each start waits up to request_timeout for its first
     # registration attempt, which a busy agent may take.
     started = await asyncio.gather(
@@ -140,7 +150,7 @@ async def _serve(arguments: argparse.Namespace) -> None:
                 },
             }
         )
-        await _until_stopped()
+        await stop
     finally:
         await asyncio.gather(*(server.close() for server in servers))
     _say({"closed": len(servers)})

@@ -5,6 +5,9 @@ finds them all through ``consul_sd_configs`` and scrapes them.  Then one
 process is stopped and closes its exporters (they deregister), and one is
 killed hard (its checks turn critical and the double reaps the services
 after their ``DeregisterCriticalServiceAfter``); both leave the target list.
+The agents register 5 s there, below Consul's 60 s minimum, which the
+double accepts with ``deregister_minimum=0`` (see
+``fleet_process.QuickReapAgent``).
 
 The figures (time from the last registration to all 200 up, memory per
 exporter) come from ``python benchmarks/bench_fleet.py``; the test logs its
@@ -39,6 +42,8 @@ SERVICE = "fleet"
 #: interval of a target's discovery.
 SCRAPE_INTERVAL = 2
 CHECK_INTERVAL = 2.0
+#: A check starts critical, as Consul's do, and first runs within one
+#: interval: the reaping delay leaves room for that first run.
 REAP_AFTER = 5.0
 DEADLINE = 60.0
 
@@ -72,7 +77,7 @@ async def start_fleet(
     tmp_path: Path, consul_env_cleared: None
 ) -> AsyncIterator[StartFleet]:
     """
-    Start fleet processes; kill whatever still runs after the test.
+    Start fleet processes; stop whatever still runs after the test.
     """
     spawned: list[FleetProcess] = []
 
@@ -130,12 +135,13 @@ async def poll(
     last: Any = None
     while time.monotonic() < deadline:
         try:
-            last = await fetch()
+            result = await fetch()
         except aiohttp.ClientError as error:
             last = error
         else:
-            if done(last):
-                return last
+            if done(result):
+                return result
+            last = result
         await asyncio.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}; last seen: {last!r}")
 
@@ -244,11 +250,6 @@ class TestFleet:
             what="only the survivors' targets left, all up",
         )
         assert [] == deregistrations(double, set(killed.instances))
-        assert remaining == {
-            service_id
-            for process in survivors
-            for service_id in process.instances
-        }
         assert [None, None] == [process.returncode for process in survivors]
         # Samples become searchable seconds after their scrape, so the
         # minute up to the moment all were up is looked at last.
