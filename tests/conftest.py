@@ -28,7 +28,14 @@ pytest_plugins = [
 ]
 
 #: The distributions whose versions the report header shows.
-DEPENDENCIES = ("prometheus_client", "aiohttp", "wrapt", "py-consul", "bcrypt")
+DEPENDENCIES = (
+    "prometheus_client",
+    "aiohttp",
+    "wrapt",
+    "py-consul",
+    "bcrypt",
+    "gunicorn",
+)
 
 #: For each marker of a test that runs Debian's binaries: the package that
 #: installs them, and the binaries.

@@ -159,6 +159,10 @@ def _prometheus_client_entries() -> tuple[tuple[str, str, str], ...]:
         ),
         "prometheus_client.Counter": ("py:class", "instrumenting/counter/"),
         "prometheus_client.Gauge": ("py:class", "instrumenting/gauge/"),
+        "prometheus_client.metrics.Gauge": (
+            "py:class",
+            "instrumenting/gauge/",
+        ),
         "prometheus_client.Histogram": (
             "py:class",
             "instrumenting/histogram/",
