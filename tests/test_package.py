@@ -48,7 +48,9 @@ class TestImports:
             "ExceptionCounter",
             "InProgressTracker",
             "Timer",
+            "collect",
             "count_exceptions",
+            "loop",
             "time",
             "track_inprogress",
         ] == sorted(n for n in namespace if not n.startswith("_"))
@@ -60,8 +62,16 @@ class TestImports:
 
         exec("from prom_async.aio import *", namespace)
 
-        assert "prom_async.aio.web" == namespace["web"].__name__
-        assert "prom_async.aio.sd" == namespace["sd"].__name__
+        for name in (
+            "collect",
+            "http",
+            "loop",
+            "prefork",
+            "push",
+            "sd",
+            "web",
+        ):
+            assert f"prom_async.aio.{name}" == namespace[name].__name__
 
     def test_unknown_attribute(self):
         """A name that is not there is an AttributeError that names it."""

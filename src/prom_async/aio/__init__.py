@@ -2,9 +2,13 @@
 asyncio instrumentation: :func:`time`, :func:`count_exceptions` and
 :func:`track_inprogress`.
 
-The exporter lives in :mod:`prom_async.aio.web` and Consul discovery in
-:mod:`prom_async.aio.sd`; both are imported on first use, so this module works
-without the optional ``aiohttp`` and ``consul`` dependencies.
+The rest is in submodules, each imported on first use, so this module works
+without the optional dependencies: the exporter in :mod:`prom_async.aio.web`,
+Consul discovery in :mod:`prom_async.aio.sd`, an aiohttp service's requests
+in :mod:`prom_async.aio.http`, the event loop's health in
+:mod:`prom_async.aio.loop`, values read at scrape time in
+:mod:`prom_async.aio.collect`, the Pushgateway in :mod:`prom_async.aio.push`
+and prefork servers in :mod:`prom_async.aio.prefork`.
 """
 
 from __future__ import annotations
@@ -35,7 +39,15 @@ __all__ = [
 
 # The submodules and the optional dependencies each needs; ``import *``
 # takes those whose dependencies are installed.
-_SUBMODULES = {"sd": ("aiohttp", "consul"), "web": ("aiohttp",)}
+_SUBMODULES = {
+    "collect": (),
+    "http": ("aiohttp",),
+    "loop": (),
+    "prefork": ("aiohttp",),
+    "push": ("aiohttp",),
+    "sd": ("aiohttp", "consul"),
+    "web": ("aiohttp",),
+}
 __all__ += [
     name
     for name, needs in _SUBMODULES.items()
