@@ -788,7 +788,7 @@ class Failing:
     def __init__(self, *, fail_inc: bool = False) -> None:
         self.fail_inc = fail_inc
 
-    def child(self, values):
+    def __getitem__(self, values):
         if self.fail_inc:
             raise RuntimeError("labels")
         return self

@@ -495,10 +495,10 @@ class _ServerMiddleware:
             and request.headers.get(_UPGRADE, "").lower() == "websocket"
         ):
             websocket = True
-            gauge = self._websockets.child((template, *extra))
+            gauge = self._websockets[(template, *extra)]
         else:
             websocket = False
-            gauge = self._active.child((method, *extra))
+            gauge = self._active[(method, *extra)]
         gauge.inc()
         trace = None
         source = self._source
@@ -535,18 +535,18 @@ class _ServerMiddleware:
         """
         if exchange.websocket and exchange.upgraded(response):
             key = (exchange.route, error_type, *exchange.extra)
-            histogram = self._websocket_durations.child(key)
+            histogram = self._websocket_durations[key]
         else:
             key = (exchange.method, exchange.route, str(status), error_type)
             if exchange.extra:
                 key += exchange.extra
-            histogram = self._durations.child(key)
+            histogram = self._durations[key]
             if self._request_sizes is not None:
-                self._request_sizes.child(key).observe(
+                self._request_sizes[key].observe(
                     _request_body_bytes(exchange.request)
                 )
             if self._response_sizes is not None and response is not None:
-                self._response_sizes.child(key).observe(
+                self._response_sizes[key].observe(
                     _response_body_bytes(response, exchange.request)
                 )
         if exchange.trace is None:
@@ -572,29 +572,25 @@ class _ServerMiddleware:
         )
 
 
-class _Children:
+class _Children(dict[tuple[str, ...], Any]):
     """
-    A metric's bound children, each looked up by its label values once.
+    A metric's bound children by their label values, each looked up in the
+    metric once: ``children[values]`` is ``metric.labels(*values)``.
 
     prometheus_client's ``labels()`` checks and converts its arguments on
     every call; the values here are strings already, and repeat.
     """
 
-    __slots__ = ("_cache", "metric")
+    __slots__ = ("metric",)
 
     def __init__(self, metric: Histogram | Gauge) -> None:
+        super().__init__()
         self.metric = metric
-        self._cache: dict[tuple[str, ...], Any] = {}
 
-    def child(self, values: tuple[str, ...]) -> Any:
-        """
-        ``metric.labels(*values)``.
-        """
-        found = self._cache.get(values)
-        if found is None:
-            found = self.metric.labels(*values)
-            if len(self._cache) < _CACHE_LIMIT:
-                self._cache[values] = found
+    def __missing__(self, values: tuple[str, ...]) -> Any:
+        found = self.metric.labels(*values)
+        if len(self) < _CACHE_LIMIT:
+            self[values] = found
         return found
 
 
