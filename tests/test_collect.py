@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import gc
 import inspect
@@ -17,8 +18,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, Gauge, Histogram
 from fixtures_servers import eventually
 from prom_async.aio import _collect, _collect_hook, time
 from prom_async.aio.collect import SCRAPE_TIMEOUT_OFFSET, ScrapeHook, on_scrape
+from prom_async.aio.web import start_http_server, start_http_server_in_thread
 from test_collect_support import (
     DURATION,
+    LOOPBACK,
     SUCCESS,
     Hang,
     brief_locks,
@@ -374,6 +377,25 @@ class TestScrapes:
 
         assert (200, 0.0) == (scraped.status, scraped.success("cancelled"))
 
+    async def test_a_hook_that_raises_a_base_exception(
+        self, registry, serve, http, hooks
+    ):
+        """A BaseException that is not an Exception fails the hook, not the
+        scrape."""
+
+        class Fatal(BaseException):
+            pass
+
+        async def fatal() -> None:
+            raise Fatal
+
+        hooks(fatal, registry=registry, name="fatal")
+        server = await serve(registry=registry)
+
+        scraped = await scrape(http, server.metrics_url)
+
+        assert (200, 0.0) == (scraped.status, scraped.success("fatal"))
+
     async def test_hooks_of_other_registries_do_not_run(
         self, registry, serve, http, hooks
     ):
@@ -465,12 +487,12 @@ class TestDeadlines:
         hook = hooks(hang, registry=registry, name="hang", timeout=60)
         server = await serve(registry=registry)
         await scrape(http, server.metrics_url, scrape_timeout="0.4")
+        left_behind = waiters(hook)  # by the scrape from another loop
         clock.now += 60
 
         scraped = await scrape(http, server.metrics_url)
 
-        # The one waiter is the first scrape's, left behind.
-        assert (0.0, 60.0, 1) == (
+        assert (0.0, 60.0, left_behind) == (
             scraped.success("hang"),
             scraped.duration("hang"),
             waiters(hook),
@@ -548,6 +570,35 @@ class TestSharing:
 
         assert 1 == hang.calls
         assert [1.0, 1.0, 1.0] == [a.success("shared") for a in answers]
+
+    async def test_exporters_of_both_kinds_share_a_run(
+        self, registry, http, hooks
+    ):
+        """A scrape of an exporter in a thread waits for the run that a
+        scrape in the loop started, and the other way round."""
+        hang = Hang()
+        hook = hooks(hang, registry=registry, name="shared", timeout=60)
+        in_loop = await start_http_server(addr=LOOPBACK, registry=registry)
+        in_thread = await asyncio.to_thread(
+            start_http_server_in_thread, addr=LOOPBACK, registry=registry
+        )
+        try:
+            answers = []
+            for first, second in ((in_loop, in_thread), (in_thread, in_loop)):
+                hang.release.clear()
+                scrapes = [
+                    asyncio.ensure_future(scrape(http, server.metrics_url))
+                    for server in (first, second)
+                ]
+                await eventually(lambda: waiters(hook) == 2, what="both")
+                hang.release.set()
+                answers += await asyncio.gather(*scrapes)
+        finally:
+            await in_loop.close()
+            await asyncio.to_thread(in_thread.close)
+
+        assert 2 == hang.calls
+        assert [1.0] * 4 == [answer.success("shared") for answer in answers]
 
     async def test_min_interval_reuses_a_recent_result(
         self, registry, serve, http, hooks, monkeypatch
@@ -663,6 +714,20 @@ class TestRemove:
         hook.remove()
 
         assert not hook.is_alive
+
+
+class TestRun:
+    async def test_removed_before_it_starts(self):
+        """A run cancelled (by remove() in another thread) before the
+        scrape that made it starts its task is cancelled as it starts."""
+        hang = Hang()
+        run = _collect_hook._Run(concurrent.futures.Future(), 0.0)
+        run.cancel()
+
+        run.start_here(hang)
+        await asyncio.wait((run.task,))
+
+        assert (True, 0) == (run.task.cancelled(), hang.calls)
 
 
 class TestClosedLoops:

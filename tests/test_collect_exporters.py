@@ -6,6 +6,7 @@ thread while the application's loop is blocked, and scraped by Prometheus.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 
 from aiohttp import web
@@ -74,6 +75,32 @@ class TestMounted:
             await server.close()
 
         assert (200, 0.0) == (scraped.status, scraped.success("hang"))
+
+    async def test_not_in_the_scrapes_context(self, registry, hooks, http):
+        """A run is shared by scrapes and belongs to none: the hook does
+        not see the context variables of the scrape's handler."""
+        request_id = contextvars.ContextVar("request_id", default="none")
+        seen = []
+
+        async def where() -> None:
+            seen.append(request_id.get())
+
+        @web.middleware
+        async def tag(request, handler):
+            request_id.set("scrape-1")
+            return await handler(request)
+
+        hooks(where, registry=registry, name="where")
+        app = web.Application(middlewares=[tag])
+        add_metrics_route(app, registry=registry)
+        server = TestServer(app, host=LOOPBACK)
+        await server.start_server()
+        try:
+            scraped = await scrape(http, str(server.make_url("/metrics")))
+        finally:
+            await server.close()
+
+        assert (1.0, ["none"]) == (scraped.success("where"), seen)
 
 
 class TestThreadedExporter:

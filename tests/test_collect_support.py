@@ -98,13 +98,19 @@ def block_the_loop_until(event: threading.Event, timeout: float) -> bool:
 
 def waiters(hook: ScrapeHook) -> int:
     """
-    How many scrapes wait for the hook's run under way: each wraps its
-    concurrent future once; run_coroutine_threadsafe adds one callback.
+    How many scrapes wait for the hook's run under way: one callback each
+    on its task (scrapes in the task's loop) or on its concurrent future
+    (scrapes in other loops); less the run's own callback, which copies
+    the task's outcome to the future, or chains the future handed to
+    another loop.
     """
     run = hook._run
     if run is None:
         return 0
-    return len(run.future._done_callbacks) - 1  # type: ignore[attr-defined]
+    across = len(run.future._done_callbacks)
+    if run.task is None:
+        return across - 1
+    return across + len(run.task._callbacks or ()) - 1
 
 
 class Hang:

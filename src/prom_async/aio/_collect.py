@@ -291,4 +291,7 @@ async def run_hooks(
     if not hooks:
         return
     budget = scrape_budget(scrape_timeout)
-    await asyncio.gather(*(hook.refresh(budget) for hook in hooks))
+    if len(hooks) == 1:
+        await hooks[0].refresh(budget)
+    else:
+        await asyncio.gather(*(hook.refresh(budget) for hook in hooks))

@@ -2,13 +2,14 @@
 One registered scrape hook: its runs on the event loop it was registered on,
 shared by the scrapes that wait for them, and its health metrics.
 
-A run is submitted to the hook's loop with ``run_coroutine_threadsafe``,
-whatever loop the scrape runs on, so its outcome is a concurrent future that
-scrapes on any loop can wait for (through ``asyncio.wrap_future``) without
-cancelling it: a scrape that stops waiting leaves the run to finish for the
-next one. The state (the run under way, the last outcome) is shared by the
-exporters' threads and taken under a lock that is never held across an
-``await`` or a call into the hook.
+A run is a task on the hook's loop: made there directly when the scrape
+runs on that loop, handed to it with ``run_coroutine_threadsafe`` when the
+scrape runs on another (an exporter in a thread of its own). Either way its
+outcome lands in a concurrent future that scrapes on any loop can wait for
+(through ``asyncio.wrap_future``) without cancelling it: a scrape that stops
+waiting leaves the run to finish for the next one. The state (the run under
+way, the last outcome) is shared by the exporters' threads and taken under a
+lock that is never held across an ``await`` or a call into the hook.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import logging
 import threading
 import time
@@ -29,7 +32,7 @@ from ._families import family
 
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
 
 
 __all__ = ["Health", "ScrapeHook", "clock", "health_of"]
@@ -84,27 +87,119 @@ class _Outcome(NamedTuple):
 
 class _Run:
     """
-    One run of a hook, from its submission to its loop.
+    One run of a hook, from its submission to its loop. The outcome lands
+    in *future*; *task* is set when the run is a task of the loop of the
+    scrape that started it.
     """
 
-    __slots__ = ("future", "overdue_logged", "submitted")
+    __slots__ = ("future", "overdue_logged", "submitted", "task")
 
     def __init__(
         self, future: concurrent.futures.Future[_Outcome], submitted: float
     ) -> None:
         self.future = future
         self.submitted = submitted
+        self.task: asyncio.Task[_Outcome] | None = None
         self.overdue_logged = False
+
+    @classmethod
+    def hand_over(
+        cls,
+        run_once: Callable[[], Coroutine[object, object, _Outcome]],
+        loop: asyncio.AbstractEventLoop,
+        submitted: float,
+    ) -> _Run | None:
+        """
+        A run of *run_once* handed to *loop*, another thread's, in a context
+        of its own; None if *loop* has closed.
+        """
+        coroutine = run_once()
+        try:
+            future = contextvars.Context().run(
+                asyncio.run_coroutine_threadsafe, coroutine, loop
+            )
+        except RuntimeError:  # closed since it was checked
+            coroutine.close()
+            return None
+        return cls(future, submitted)
+
+    def start_here(
+        self, run_once: Callable[[], Coroutine[object, object, _Outcome]]
+    ) -> None:
+        """
+        Start the run as a task of the running loop, in a context of its
+        own: it is shared by scrapes, and belongs to none. Outside the
+        hook's lock: an eager task factory runs the hook at once.
+        """
+        loop = asyncio.get_running_loop()
+        task = contextvars.Context().run(loop.create_task, run_once())
+        self.task = task
+        task.add_done_callback(functools.partial(_copy_outcome, self.future))
+        if self.future.cancelled():  # removed in the meantime
+            task.cancel()
+
+    def done(self) -> bool:
+        task = self.task
+        return self.future.done() or (task is not None and task.done())
+
+    async def wait(self, seconds: float) -> None:
+        """
+        Wait for the run from the running loop for at most *seconds*,
+        without cancelling it.
+        """
+        task = self.task
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait((task,), timeout=seconds)
+            return
+        waiter = asyncio.wrap_future(self.future)
+        waiter.add_done_callback(_retrieve)
+        await asyncio.wait((waiter,), timeout=seconds)
+
+    def cancel(self) -> None:
+        """
+        Cancel the run, from any thread.
+        """
+        self.future.cancel()
+        task = self.task
+        if task is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                task.get_loop().call_soon_threadsafe(task.cancel)
 
     def outcome(self) -> _Outcome:
         """
         What the finished run gave; a cancelled one counts as failed.
         """
-        future = self.future
-        if not future.cancelled() and future.exception() is None:
-            return future.result()
+        task = self.task
+        source: asyncio.Task[_Outcome] | concurrent.futures.Future[_Outcome]
+        # The task's outcome reaches the future in a callback, a moment
+        # after the task is done.
+        source = task if task is not None and task.done() else self.future
+        if not source.cancelled() and source.exception() is None:
+            return source.result()
         now = clock()
         return _Outcome(ok=False, duration=now - self.submitted, finished=now)
+
+
+def _copy_outcome(
+    future: concurrent.futures.Future[_Outcome], task: asyncio.Task[_Outcome]
+) -> None:
+    if future.done():  # cancelled by remove()
+        return
+    if task.cancelled():
+        future.cancel()
+        return
+    error = task.exception()
+    if error is None:
+        future.set_result(task.result())
+    else:
+        future.set_exception(error)
+
+
+def _retrieve(waiter: asyncio.Future[_Outcome]) -> None:
+    # The outcome is read from the concurrent future; an exception left in
+    # the waiter would be logged as never retrieved.
+    if not waiter.cancelled():
+        waiter.exception()
 
 
 class ScrapeHook:
@@ -193,7 +288,7 @@ class ScrapeHook:
             run, self._run = self._run, None
         self._unregister(self)
         if run is not None:
-            run.future.cancel()
+            run.cancel()
         for gauge in self._health:
             # prometheus_client 0.20 raises for a series never set.
             with contextlib.suppress(KeyError):
@@ -215,9 +310,11 @@ class ScrapeHook:
         report how it went. Never raises.
         """
         with self._lock:
-            run = None if self._removed else self._current_run()
+            run, mine = (None, False) if self._removed else self._current_run()
         if run is None:
             return
+        if mine:
+            run.start_here(self._run_once)
         # By the time a run is as old as the timeout, its loop has cancelled
         # it, or is not running it (blocked, or stopped without closing):
         # scrapes waiting for it would only pile up.
@@ -225,12 +322,11 @@ class ScrapeHook:
         if budget is not None:
             wait = min(wait, budget)
         if wait > 0:
-            waiter = asyncio.wrap_future(run.future)
-            await asyncio.wait((waiter,), timeout=wait)
+            await run.wait(wait)
         with self._lock:
             if self._removed:
                 return
-            if run.future.done():
+            if run.done():
                 outcome = self._finish(run)
                 self._report(outcome.ok, outcome.duration)
                 return
@@ -245,32 +341,32 @@ class ScrapeHook:
                     overdue,
                 )
 
-    def _current_run(self) -> _Run | None:
+    def _current_run(self) -> tuple[_Run | None, bool]:
         """
-        The run this scrape waits for, or None when the scrape is answered
-        without one (a recent outcome, a closed loop). Under the lock.
+        The run this scrape waits for, and whether the scrape is to start
+        it in its loop; no run when the scrape is answered without one (a
+        recent outcome, a closed loop). Under the lock.
         """
         run = self._run
-        if run is not None and run.future.done():
+        if run is not None and run.done():
             self._finish(run)
             run = None
         if run is not None:
-            return run
+            return run, False
         now = clock()
         outcome = self._outcome
         if outcome is not None and now - outcome.finished < self._min_interval:
             self._report(outcome.ok, outcome.duration)
-            return None
+            return None, False
         loop = self._loop()
+        if loop is asyncio.get_running_loop():
+            self._run = _Run(concurrent.futures.Future(), now)
+            return self._run, True
         if loop is not None and not loop.is_closed():
-            coroutine = self._run_once()
-            try:
-                future = asyncio.run_coroutine_threadsafe(coroutine, loop)
-            except RuntimeError:  # closed since the check
-                coroutine.close()
-            else:
-                self._run = run = _Run(future, now)
-                return run
+            run = _Run.hand_over(self._run_once, loop, now)
+            if run is not None:
+                self._run = run
+                return run, False
         self._report(False, 0.0)
         if not self._closed_logged:
             self._closed_logged = True
@@ -279,7 +375,7 @@ class ScrapeHook:
                 "registered on is closed",
                 self.name,
             )
-        return None
+        return None, False
 
     def _finish(self, run: _Run) -> _Outcome:
         """
