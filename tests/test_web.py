@@ -838,10 +838,10 @@ class TestAuthentication:
         assert "hunter2" not in str(raised.value)
 
     def test_missing_bcrypt(self, monkeypatch, password_hash):
-        """Without bcrypt, basic auth says which extra to install."""
+        """Without bcrypt, basic auth says what to install."""
         monkeypatch.setitem(sys.modules, "bcrypt", None)
 
-        with pytest.raises(ImportError, match=r"prom-async\[auth\]"):
+        with pytest.raises(ImportError, match=r"auth extra.*'bcrypt>=4'"):
             metrics_handler(basic_auth_users={"prometheus": password_hash})
 
     async def test_undecodable_credential_is_401(self, registry):
