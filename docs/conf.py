@@ -92,7 +92,7 @@ from prometheus_client import CollectorRegistry
 html_theme = "furo"
 html_title = f"prom_async {release}"
 html_static_path: list[str] = []
-exclude_patterns = ["_build", "_inventories"]
+exclude_patterns = ["_build", "_inventories", "aiohttp-service/*"]
 
 
 def _bind_type_checking_imports() -> None:

@@ -105,6 +105,9 @@ def _python_entries() -> tuple[tuple[str, str, str], ...]:
     add("class", "threading", "threading.Thread")
     add("function", "gc", "gc.freeze")
     add("function", "asyncio-task", "asyncio.to_thread")
+    add("exception", "asyncio-exceptions", "asyncio.TimeoutError")
+    add("class", "re", "re.Pattern")
+    add("method", "re", "re.Pattern.fullmatch")
     add("exception", "subprocess", "subprocess.TimeoutExpired")
     add("class", "typing", "typing.ParamSpec", "typing.Protocol")
     entries.append(("typing", "py:module", "library/typing.html#module-$"))
@@ -113,16 +116,32 @@ def _python_entries() -> tuple[tuple[str, str, str], ...]:
 
 
 def _aiohttp_entries() -> tuple[tuple[str, str, str], ...]:
-    documented = ("Application", "Request", "Response")
+    documented = (
+        "Application",
+        "Request",
+        "Response",
+        "StreamResponse",
+        "WebSocketResponse",
+        "HTTPException",
+    )
     # Annotations name a class by the module that defines it, which aiohttp
     # documents under aiohttp.web.
     defined_in = {
         "Application": "aiohttp.web_app",
         "Request": "aiohttp.web_request",
         "Response": "aiohttp.web_response",
+        "StreamResponse": "aiohttp.web_response",
+        "WebSocketResponse": "aiohttp.web_ws",
+        "HTTPException": "aiohttp.web_exceptions",
     }
+    # Most are on the web reference page; the exceptions have their own.
+    page = {"HTTPException": "web_exceptions.html"}
     web = tuple(
-        (name, "py:class", f"web_reference.html#aiohttp.web.{cls}")
+        (
+            name,
+            "py:class",
+            f"{page.get(cls, 'web_reference.html')}#aiohttp.web.{cls}",
+        )
         for cls in documented
         for name in (f"aiohttp.web.{cls}", f"{defined_in[cls]}.{cls}")
     )
@@ -141,7 +160,13 @@ def _aiohttp_entries() -> tuple[tuple[str, str, str], ...]:
             "tracing_reference.html#aiohttp.TraceConfig",
         ),
     )
-    return web + tuple((name, "py:class", uri) for name, uri in client)
+    # aiohttp documents its middleware type in prose only.
+    middleware = (
+        ("aiohttp.typedefs.Middleware", "web_advanced.html#middlewares"),
+    )
+    return web + tuple(
+        (name, "py:class", uri) for name, uri in client + middleware
+    )
 
 
 def _prometheus_client_entries() -> tuple[tuple[str, str, str], ...]:
