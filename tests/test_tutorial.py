@@ -6,10 +6,10 @@ scripts/consul-double serves until interrupted.  (Its Python blocks are
 Sphinx doctests.)
 
 A ``.. code-block:: console`` block is a session: a ``$ `` line is a
-command, the lines after it are what it prints, ``...`` standing for any
-lines.  A command ending in `` &`` keeps running: what follows it must
-appear in its output.  Blank lines do not count.  The page's ports are
-replaced by free ones.
+command (continued on the next line after a ``\\``), the lines after it
+are what it prints, ``...`` standing for any lines.  A command ending in
+`` &`` keeps running: what follows it must appear in its output.  Blank
+lines do not count.  The page's ports are replaced by free ones.
 """
 
 from __future__ import annotations
@@ -49,6 +49,24 @@ PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
 
 
 @dataclass
+class Outcome:
+    """
+    What a command should print and what it printed.
+    """
+
+    line: str
+    expected: list[str]
+    actual: str
+    background: bool
+
+    @property
+    def ok(self) -> bool:
+        if self.background:
+            return all(each in self.actual for each in self.expected)
+        return matches(self.expected, self.actual)
+
+
+@dataclass
 class Command:
     line: str
     output: list[str]
@@ -70,11 +88,15 @@ def blocks(kind: str) -> list[str]:
 def sessions() -> list[Command]:
     commands: list[Command] = []
     for block in blocks("console"):
+        continued = False
         for line in block.splitlines():
-            if line.startswith("$ "):
+            if continued:
+                commands[-1].line = commands[-1].line[:-1] + line.lstrip()
+            elif line.startswith("$ "):
                 commands.append(Command(line[2:], []))
             else:
                 commands[-1].output.append(line)
+            continued = line.endswith("\\")
     return commands
 
 
@@ -112,10 +134,10 @@ class Session:
         line = re.sub(r"^python ", f"{sys.executable} ", line)
         return line.replace("scripts/", f"{ROOT}/scripts/")
 
-    def run(self, command: Command) -> tuple[list[str], str]:
+    def run(self, command: Command) -> Outcome:
         """
-        Run *command*; what it should print and, for a command that ends,
-        what it printed (a background one fails unless it prints it).
+        Run *command* to its end, or in the background until it has printed
+        what the page shows (failing if it does not).
         """
         line = self.shell_line(command.line.removesuffix(" &"))
         expected = [localized(each, self.ports) for each in command.output]
@@ -139,7 +161,7 @@ class Session:
                 return all(each in log.read_text() for each in expected)
 
             poll(printed, what=f"{command.line!r} printing {expected}")
-            return expected, "\n".join(expected)
+            return Outcome(command.line, expected, log.read_text(), True)
         result = subprocess.run(
             ["/bin/bash", "-o", "pipefail", "-c", line],
             cwd=self.directory,
@@ -148,7 +170,8 @@ class Session:
             timeout=90,
             check=False,
         )
-        return expected, result.stdout + result.stderr
+        actual = result.stdout + result.stderr
+        return Outcome(command.line, expected, actual, False)
 
     def stop(self) -> None:
         for process, _log in reversed(self.background):
@@ -173,8 +196,7 @@ class Session:
 @dataclass
 class Replayed:
     session: Session
-    #: Each command, what the page shows it printing, and what it printed.
-    outputs: list[tuple[str, list[str], str]]
+    outcomes: list[Outcome]
 
 
 @pytest.fixture(scope="class")
@@ -192,10 +214,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replayed]:
     for config in tmp_path.glob("*.yml"):
         config.write_text(localized(config.read_text(), running.ports))
     try:
-        outputs = [
-            (command.line, *running.run(command)) for command in sessions()
-        ]
-        yield Replayed(running, outputs)
+        yield Replayed(running, [running.run(each) for each in sessions()])
     finally:
         running.stop()
 
@@ -216,14 +235,10 @@ class TestShellSessions:
         self, replayed: Replayed
     ):
         """Every command of the page, in order, prints what it shows."""
-        mismatches = [
-            (line, expected, actual)
-            for line, expected, actual in replayed.outputs
-            if not matches(expected, actual)
-        ]
+        mismatches = [each for each in replayed.outcomes if not each.ok]
 
         assert [] == mismatches
-        assert len(replayed.outputs) >= 20
+        assert len(replayed.outcomes) >= 20
 
     def test_prometheus_and_victoria_metrics_scrape_the_service(
         self, replayed: Replayed
@@ -347,7 +362,11 @@ def request(url: str) -> int:
 
 
 class TestPromQL:
-    @pytest.mark.parametrize("promql", blocks("promql"))
+    @pytest.mark.parametrize(
+        "promql",
+        blocks("promql"),
+        ids=[f"query-{n}" for n in range(1, len(blocks("promql")) + 1)],
+    )
     def test_query_answers_with_numbers(
         self,
         promql: str,
