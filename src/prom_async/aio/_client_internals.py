@@ -23,7 +23,7 @@ and 0.26.0 (``tests/test_render*.py``, ``tests/test_web.py`` and
 ``MetricWrapperBase._multi_samples()``, ``._is_parent()``, ``._lock``,
 ``._metrics``, ``._labelnames``, ``._child_samples()``
     0.20-0.26.  A metric's series, for the line encoder (:func:`series`,
-    :data:`child_samples`).
+    :func:`series_samples`).
 ``MetricWrapperBase._labelnames``, ``._labelvalues``
     0.20-0.26.  The label names still to bind (:func:`unbound_label_names`,
     and :func:`needs_label_values` for metrics it has read).
@@ -51,7 +51,6 @@ escaping)``, ``.ALLOWUTF8``, ``.UNDERSCORES``; and
 from __future__ import annotations
 
 import importlib.metadata
-import operator
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -62,7 +61,7 @@ from prometheus_client.samples import Sample
 
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from types import ModuleType
 
 
@@ -72,7 +71,6 @@ __all__ = [
     "Escapers",
     "LazyMetric",
     "child",
-    "child_samples",
     "has_stock_samples",
     "lazy_metric",
     "line_encoding",
@@ -80,6 +78,7 @@ __all__ = [
     "needs_label_values",
     "registry_contents",
     "series",
+    "series_samples",
     "unbound_label_names",
     "values_are_local",
 ]
@@ -249,11 +248,22 @@ def metric_name(metric: Any) -> str:
     return str(metric._name)  # noqa: SLF001
 
 
-#: ``child_samples(child)``: the samples of one series of a stock metric,
-#: their names without the metric's name.
-child_samples: Callable[[Any], Iterable[Sample]] = operator.methodcaller(
-    "_child_samples"
-)
+def series_samples(
+    children: dict[tuple[str, ...], Any],
+) -> Iterator[tuple[tuple[str, ...], tuple[Sample, ...]]]:
+    """
+    Each series of :func:`series` with its samples, their names without
+    the metric's name: what ``child._samples()`` returns, since
+    ``MetricWrapperBase._samples`` is stock and a child is never a parent.
+
+    Raises:
+        Exception: When the internal is missing (the line encoder then
+            leaves the family to the library).
+    """
+    # The method is looked up on each child: Gauge.set_function() sets it
+    # on the instance.
+    for labelvalues, child in children.items():
+        yield labelvalues, tuple(child._child_samples())  # noqa: SLF001
 
 
 class Escapers(NamedTuple):

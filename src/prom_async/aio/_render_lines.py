@@ -60,10 +60,10 @@ from prometheus_client.utils import floatToGoString
 from . import _client_internals as internals
 from ._client_internals import (
     Escapers,
-    child_samples,
     has_stock_samples,
     metric_name,
     series,
+    series_samples,
 )
 
 
@@ -77,8 +77,10 @@ log = logging.getLogger("prom_async.aio.web")
 
 # Samples of the text format that it moves into gauges of their own.
 _TEXT_SIDE_SUFFIXES = ("_created", "_gsum", "_gcount")
-# Lines joined into one piece of bytes at a time.
+# Lines joined into one piece of bytes at a time, about.
 _CHUNK_LINES = 512
+# Samples encoded between two calls of the pacer, about.
+_TICK_SAMPLES = 64
 # Digits before the point that Go writes without an exponent.
 _GO_PLAIN_DIGITS = 6
 # Numbers whose text is kept, and how many at most.
@@ -584,7 +586,7 @@ class _Writing(NamedTuple):
     numbers: dict[object, str]
 
 
-def _sample_lines(  # noqa: C901, PLR0912 -- the per-sample loop, inlined
+def _sample_lines(  # noqa: C901, PLR0912, PLR0915 -- one loop, inlined
     writing: _Writing,
     children: dict[tuple[str, ...], Any],
     tick: Callable[[int], object],
@@ -602,10 +604,8 @@ def _sample_lines(  # noqa: C901, PLR0912 -- the per-sample loop, inlined
     # texts of that label's values; made again for each series.
     head = tail = ""
     own_pairs = _NO_PAIRS
-    for labelvalues, child in children.items():
-        # What child._samples() returns: MetricWrapperBase._samples is
-        # stock, and a child is never a parent.
-        samples = tuple(child_samples(child))
+    untold = 0  # Samples the pacer was not told of yet.
+    for labelvalues, samples in series_samples(children):
         text = plain.get(labelvalues)
         if text is None:
             text = texts.of(labelvalues)
@@ -641,10 +641,14 @@ def _sample_lines(  # noqa: C901, PLR0912 -- the per-sample loop, inlined
             else:
                 merged = texts.merged(labelvalues, labels)
                 named[1].append(f"{named[0]}{merged} {number}{end}")
-        tick(len(samples))
-        if len(lines) >= _CHUNK_LINES:
-            pieces.append("".join(lines).encode("utf-8"))
-            lines.clear()
+        untold += len(samples)
+        if untold >= _TICK_SAMPLES:
+            tick(untold)
+            untold = 0
+            if len(lines) >= _CHUNK_LINES:
+                pieces.append("".join(lines).encode("utf-8"))
+                lines.clear()
+    tick(untold)
     pieces.extend(_chunks(lines))
     for side in sorted(sides):
         pieces.append(_side_header(writing, side))
