@@ -27,6 +27,8 @@ from prom_async.aio._client_internals import (
     lazy_metric,
     line_encoding,
     registry_contents,
+    series,
+    series_samples,
     unbound_label_names,
     values_are_local,
 )
@@ -232,6 +234,28 @@ class TestHasStockSamples:
         monkeypatch.setattr(_client_internals, "_STOCK_SAMPLES", None)
 
         assert not has_stock_samples(Gauge("depth", "Depth.", registry=None))
+
+
+class TestSeriesSamples:
+    def test_children_and_their_samples(self) -> None:
+        """Each child's label values with its samples, suffix only."""
+        counter = Counter("jobs", "Jobs.", ["q"], registry=None)
+        counter.labels("a").inc(2)
+        counter.labels("b")
+
+        assert [(("a",), ["_total", 2.0]), (("b",), ["_total", 0.0])] == [
+            (labelvalues, [samples[0].name, samples[0].value])
+            for labelvalues, samples in series_samples(series(counter)[0])
+        ]
+
+    def test_function_of_a_gauge(self) -> None:
+        """A gauge's set_function, set on the instance, gives its value."""
+        gauge = Gauge("reading", "Reading.", registry=None)
+        gauge.set_function(lambda: 42)
+
+        ((labelvalues, (sample,)),) = series_samples(series(gauge)[0])
+
+        assert ((), 42.0) == (labelvalues, sample.value)
 
 
 class TestLineEncoding:
