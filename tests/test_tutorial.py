@@ -46,6 +46,7 @@ PAGE = ROOT / "docs" / "tutorial.rst"
 EXAMPLE = ROOT / "examples" / "tutorial"
 PORTS = ("8080", "8081", "8082", "8083", "8428", "8500", "9090", "9091")
 PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
+CURL = "curl"
 
 
 @dataclass
@@ -176,15 +177,16 @@ class Session:
     def stop(self) -> None:
         for process, _log in reversed(self.background):
             process.send_signal(signal.SIGINT)
+        stubborn = []
         for process, log in reversed(self.background):
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-                pytest.fail(
-                    f"{process.args} ignored Ctrl-C:\n{log.read_text()}"
-                )
+                stubborn.append(f"{process.args!r}:\n{log.read_text()}")
+        if stubborn:
+            pytest.fail("ignored Ctrl-C: " + "\n".join(stubborn))
 
     def get_json(self, port: str, path: str) -> Any:
         with urllib.request.urlopen(
@@ -206,7 +208,13 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replayed]:
     class's tests.
     """
     tmp_path = tmp_path_factory.mktemp("tutorial")
-    for binary in (PROMETHEUS, PROMTOOL, PUSHGATEWAY, VICTORIA_METRICS_BINARY):
+    for binary in (
+        PROMETHEUS,
+        PROMTOOL,
+        PUSHGATEWAY,
+        VICTORIA_METRICS_BINARY,
+        CURL,
+    ):
         if shutil.which(binary) is None:
             pytest.fail(f"{binary} is missing")
     shutil.copytree(EXAMPLE, tmp_path, dirs_exist_ok=True)
