@@ -13,7 +13,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,7 +166,12 @@ def prometheus(
     started: list[subprocess.Popen[bytes]] = []
     logs = []
 
-    def start(targets: list[str], *, scrape_config: str = "") -> Prometheus:
+    def start(
+        targets: list[str],
+        *,
+        scrape_config: str = "",
+        flags: Sequence[str] = (),
+    ) -> Prometheus:
         directory = tmp_path / f"prometheus-{len(started)}"
         directory.mkdir()
         config = directory / "prometheus.yml"
@@ -185,6 +196,7 @@ def prometheus(
                 f"--storage.tsdb.path={directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--log.level=warn",
+                *flags,
             ],
             stdin=subprocess.DEVNULL,
             stdout=log_file,

@@ -66,8 +66,11 @@ class TestCurrentTrace:
     def test_without_opentelemetry(self, monkeypatch):
         """Without the OpenTelemetry API installed: none."""
         monkeypatch.setitem(sys.modules, "opentelemetry", None)
-
-        assert None is _exemplars.current_trace()
+        _exemplars._opentelemetry_trace.cache_clear()
+        try:
+            assert None is _exemplars.current_trace()
+        finally:
+            _exemplars._opentelemetry_trace.cache_clear()
 
 
 class TestTimeWithExemplars:

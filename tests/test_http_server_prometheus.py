@@ -6,8 +6,8 @@ the docs give answers, and exemplars reach Prometheus' exemplar storage.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
-import subprocess
 import time
 import urllib.request
 
@@ -16,8 +16,6 @@ from typing import Any
 import pytest
 
 from aiohttp import web
-
-import fixtures_servers
 
 from fixtures_servers import poll
 from prom_async.aio.http import instrument_app, server_middleware
@@ -112,24 +110,8 @@ class TestScrapedByPrometheus:
         )
 
 
-class WithFlags:
-    """
-    The subprocess module as fixtures_servers sees it, except that the
-    processes it starts (Prometheus) get *flags* too.
-    """
-
-    def __init__(self, *flags: str) -> None:
-        self._flags = flags
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(subprocess, name)
-
-    def Popen(self, args: list[str], **options: Any) -> Any:  # noqa: N802 -- subprocess's name
-        return subprocess.Popen([*args, *self._flags], **options)
-
-
 class TestExemplarsInPrometheus:
-    async def test_query_exemplars(self, registry, monkeypatch, prometheus):
+    async def test_query_exemplars(self, registry, prometheus):
         """Prometheus with exemplar storage scrapes OpenMetrics and returns
         the trace of a request through /api/v1/query_exemplars."""
         sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
@@ -145,16 +127,17 @@ class TestExemplarsInPrometheus:
                 traces.add(f"{span.get_span_context().trace_id:032x}")
                 return await handler(request)
 
-        monkeypatch.setattr(
-            fixtures_servers,
-            "subprocess",
-            WithFlags("--enable-feature=exemplar-storage"),
-        )
         app = instrumented(registry, traced)
         started = time.time()
 
         async with serving(app) as url:
-            scraper = await asyncio.to_thread(prometheus, [target_of(url)])
+            scraper = await asyncio.to_thread(
+                functools.partial(
+                    prometheus,
+                    [target_of(url)],
+                    flags=["--enable-feature=exemplar-storage"],
+                )
+            )
 
             def stored():
                 requests_to(url)  # traffic for as long as it takes

@@ -17,6 +17,7 @@ says so, once).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -54,9 +55,8 @@ def current_trace() -> dict[str, str] | None:
     the W3C hex form, when it is sampled; otherwise None (also when the
     OpenTelemetry API is not installed).
     """
-    try:
-        from opentelemetry import trace  # noqa: PLC0415 -- optional extra
-    except ImportError:
+    trace = _opentelemetry_trace()
+    if trace is None:
         return None
     context = trace.get_current_span().get_span_context()
     if not context.is_valid or not context.trace_flags.sampled:
@@ -65,6 +65,18 @@ def current_trace() -> dict[str, str] | None:
         "trace_id": format(context.trace_id, "032x"),
         "span_id": format(context.span_id, "016x"),
     }
+
+
+@functools.cache
+def _opentelemetry_trace() -> Any:
+    """
+    ``opentelemetry.trace``, imported once, or None without the API.
+    """
+    try:
+        from opentelemetry import trace  # noqa: PLC0415 -- optional extra
+    except ImportError:
+        return None
+    return trace
 
 
 def exemplar_source(
