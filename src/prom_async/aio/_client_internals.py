@@ -194,9 +194,9 @@ def lazy_metric(collector: object) -> LazyMetric | None:
     :data:`None` unless *collector* is a ``prometheus_client`` metric whose
     ``collect()`` is the stock one and whose internals are there.
     """
-    if (
-        not isinstance(collector, MetricWrapperBase)
-        or type(collector).collect is not MetricWrapperBase.collect
+    # As in has_stock_samples, no isinstance() check.
+    if getattr(type(collector), "collect", None) is not (
+        MetricWrapperBase.collect
     ):
         return None
     name = getattr(collector, "_name", None)
@@ -216,10 +216,11 @@ def has_stock_samples(metric: object) -> bool:
     Whether *metric* is a ``prometheus_client`` metric whose samples are
     those of its series, as the stock classes produce them.
     """
+    # Only MetricWrapperBase and its subclasses have its methods (and an
+    # isinstance() check of it, a Protocol, is slow).
     kind = type(metric)
     return (
-        isinstance(metric, MetricWrapperBase)
-        and _STOCK_SAMPLES is not None
+        _STOCK_SAMPLES is not None
         and getattr(kind, "_samples", None) is _STOCK_SAMPLES
         and getattr(kind, "_multi_samples", None) is _STOCK_MULTI_SAMPLES
     )
