@@ -24,6 +24,7 @@ from prom_async.aio import (
     time,
     track_inprogress,
 )
+from prom_async.testing import assert_sample, capture_metrics
 
 
 class FakeClock:
@@ -982,10 +983,13 @@ class TestPlainFunctionReturningAwaitable:
         def delegate():
             return fail()
 
-        with pytest.raises(ValueError):
-            await delegate()
+        with capture_metrics(registry) as changes:
+            pending = delegate()
+            changes.assert_unchanged("work_errors_total")
+            with pytest.raises(ValueError):
+                await pending
 
-        assert 1.0 == errors(registry)
+        changes.assert_changed("work_errors_total", by=1)
 
     async def test_executor_future(self, registry, histogram):
         """loop.run_in_executor's future, returned by a def, is awaited."""
@@ -995,7 +999,7 @@ class TestPlainFunctionReturningAwaitable:
             return asyncio.get_running_loop().run_in_executor(None, sum, [2])
 
         assert 2 == await offload()
-        assert 1.0 == observed(registry)[0]
+        assert_sample(registry, "work_seconds_count", {}, 1.0)
 
     async def test_labels_reach_the_awaitable(self, registry):
         """Label values chosen from the call label the awaitable's sample."""
