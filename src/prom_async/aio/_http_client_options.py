@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Histogram
 
 from . import _exemplars
+from ._http_server import DEFAULT_KNOWN_METHODS
 
 
 if TYPE_CHECKING:
@@ -24,22 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["buckets", "exemplar_source", "known_methods", "label_limit"]
 
-# The methods of RFC 9110, PATCH and QUERY, as OpenTelemetry's semantic
-# conventions define the known ones.
-_DEFAULT_KNOWN_METHODS = frozenset(
-    {
-        "CONNECT",
-        "DELETE",
-        "GET",
-        "HEAD",
-        "OPTIONS",
-        "PATCH",
-        "POST",
-        "PUT",
-        "QUERY",
-        "TRACE",
-    }
-)
 _KNOWN_METHODS_ENV = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS"
 
 
@@ -55,7 +40,7 @@ def known_methods(given: Iterable[str] | None) -> frozenset[str]:
     if given is None:
         configured = os.environ.get(_KNOWN_METHODS_ENV)
         if configured is None:
-            return _DEFAULT_KNOWN_METHODS
+            return DEFAULT_KNOWN_METHODS
         given = [method.strip() for method in configured.split(",")]
     value: object = given
     if isinstance(value, str):
