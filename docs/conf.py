@@ -91,7 +91,8 @@ from prometheus_client import CollectorRegistry
 # 79-character code line without cutting it at 1280 px.
 html_theme = "furo"
 html_title = f"prom_async {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["wrap.css"]
 exclude_patterns = ["_build", "_inventories", "aiohttp-service/*"]
 
 
