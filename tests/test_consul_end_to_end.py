@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +22,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from consul_double import ConsulDouble
+from docs_pages import code_blocks
 from fixtures_consul import (
     ConsulDoubleFactory,
     VictoriaMetricsFactory,
@@ -32,8 +31,6 @@ from fixtures_consul import (
 from fixtures_servers import RunningServer, Serve, eventually
 from prom_async.aio.sd import ConsulAgent
 
-
-DOCS_PAGE = Path(__file__).parent.parent / "docs" / "service-discovery.rst"
 
 #: Fast but realistic settings: the documented re-registration bound is
 #: resync_interval + 2 * request_timeout = 4.5 s.
@@ -52,10 +49,7 @@ def documented_scrape_config(consul_address: str) -> str:
     """
     The docs' ``prometheus.yml`` snippet, pointed at *consul_address*.
     """
-    page = DOCS_PAGE.read_text()
-    block = re.search(r"\.\. code-block:: yaml\n\n((?:   .*\n|\n)+)", page)
-    assert block is not None, "no YAML snippet in the docs page"
-    snippet = "\n".join(line[3:] for line in block[1].splitlines())
+    snippet = code_blocks("service-discovery.rst", "yaml")[0]
     assert "server: 127.0.0.1:8500" in snippet
     return (
         "global:\n"

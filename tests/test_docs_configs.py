@@ -4,28 +4,17 @@ The Prometheus configuration the docs show is one promtool accepts.
 
 from __future__ import annotations
 
-import re
 import subprocess
 
 from pathlib import Path
 
 import pytest
 
+from docs_pages import code_blocks
 from fixtures_servers import PROMTOOL, TLSContexts
 
 
 pytestmark = pytest.mark.prometheus
-
-DOCS = Path(__file__).parent.parent / "docs"
-
-
-def yaml_blocks(page: str) -> list[str]:
-    """
-    The ``.. code-block:: yaml`` blocks of a docs page, dedented.
-    """
-    text = (DOCS / page).read_text()
-    blocks = re.findall(r"\.\. code-block:: yaml\n\n((?:   .*\n|\n)+)", text)
-    return [re.sub(r"(?m)^   ", "", block) for block in blocks]
 
 
 class TestExporterPage:
@@ -33,7 +22,7 @@ class TestExporterPage:
         self, tmp_path: Path, tls: TLSContexts
     ):
         """The TLS and basic-auth job of exporter.rst passes promtool."""
-        (block,) = yaml_blocks("exporter.rst")
+        (block,) = code_blocks("exporter.rst", "yaml")
         (tmp_path / "ca.pem").write_bytes(tls.ca_path.read_bytes())
         config = tmp_path / "prometheus.yml"
         config.write_text(block)
@@ -54,7 +43,7 @@ class TestExporterPage:
 class TestServiceDiscoveryPage:
     def test_debian_prometheus_lacks_consul_discovery(self, tmp_path: Path):
         """As the page says: Debian's promtool rejects consul_sd_configs."""
-        (block,) = yaml_blocks("service-discovery.rst")
+        (block,) = code_blocks("service-discovery.rst", "yaml")
         config = tmp_path / "prometheus.yml"
         config.write_text(block)
 
@@ -73,7 +62,7 @@ class TestServiceDiscoveryPage:
 class TestShortLivedJobsPage:
     def test_honor_labels_scrape_config(self, tmp_path: Path):
         """The Pushgateway job of short-lived-jobs.rst passes promtool."""
-        (block,) = yaml_blocks("short-lived-jobs.rst")
+        (block,) = code_blocks("short-lived-jobs.rst", "yaml")
         config = tmp_path / "prometheus.yml"
         config.write_text(block)
 

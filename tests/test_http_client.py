@@ -14,7 +14,6 @@ import sys
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,6 +24,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from docs_pages import code_blocks
 from fixtures_servers import DEADLINE, free_loopback_port
 from prom_async.aio import _exemplars
 from prom_async.aio._http_client import client_trace_config
@@ -982,21 +982,8 @@ class TestBookkeepingFailures:
         assert 0.0 == total(registry, ACTIVE)
 
 
-DOCS_PAGE = (
-    Path(__file__).parent.parent / "docs" / "aiohttp-service" / "client.rst"
-)
-
-
 def documented_queries() -> list[str]:
-    """
-    The PromQL blocks of the docs page, in order.
-    """
-    blocks = re.finditer(
-        r"^ *\.\. code-block:: promql\n\n((?: +\S.*\n)+)",
-        DOCS_PAGE.read_text(),
-        re.MULTILINE,
-    )
-    return [block.group(1).strip() for block in blocks]
+    return code_blocks("aiohttp-service/client.rst", "promql")
 
 
 class TestDocumentedPromQL:

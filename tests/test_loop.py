@@ -6,13 +6,11 @@ import asyncio
 import asyncio.events
 import concurrent.futures
 import math
-import re
 import threading
 import time
 import urllib.request
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from blockbuster import BlockBuster
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from docs_pages import code_blocks
 from fixtures_servers import eventually, poll
 from prom_async.aio import _loop_slow
 from prom_async.aio._loop_monitor import WorstLag
@@ -697,21 +696,8 @@ class TestSlowCallbacks:
         assert not _loop_slow._watched
 
 
-DOCS_PAGE = (
-    Path(__file__).parent.parent / "docs" / "aiohttp-service" / "loop.rst"
-)
-
-
 def documented_queries() -> list[str]:
-    """
-    The PromQL blocks of the docs page, in order.
-    """
-    blocks = re.finditer(
-        r"^ *\.\. code-block:: promql\n\n((?: +\S.*\n)+)",
-        DOCS_PAGE.read_text(),
-        re.MULTILINE,
-    )
-    return [block.group(1).strip() for block in blocks]
+    return code_blocks("aiohttp-service/loop.rst", "promql")
 
 
 class TestDocumentedPromQL:

@@ -6,29 +6,19 @@ promtool accepts.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
-
-from pathlib import Path
 
 import pytest
 
+from docs_pages import code_blocks
 from fixtures_servers import PROMTOOL
 
 
 pytestmark = pytest.mark.prometheus
 
-PAGE = Path(__file__).parent.parent / "docs" / "prefork.rst"
-
 
 def blocks(language: str) -> list[str]:
-    """
-    The ``.. code-block:: <language>`` blocks of the page, dedented.
-    """
-    found = re.findall(
-        rf"\.\. code-block:: {language}\n\n((?:   .*\n|\n)+)", PAGE.read_text()
-    )
-    return [re.sub(r"(?m)^   ", "", block).strip() for block in found]
+    return code_blocks("prefork.rst", language)
 
 
 def promtool(*arguments: str) -> subprocess.CompletedProcess[str]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from docs_pages import code_blocks
 from fixtures_servers import (
     PROMETHEUS,
     PROMTOOL,
@@ -78,12 +79,7 @@ class Command:
 
 
 def blocks(kind: str) -> list[str]:
-    """
-    The page's ``.. code-block:: <kind>`` blocks, dedented.
-    """
-    text = PAGE.read_text()
-    found = re.findall(rf"\.\. code-block:: {kind}\n\n((?:   .*\n|\n)+)", text)
-    return [re.sub(r"(?m)^   ", "", block).strip("\n") for block in found]
+    return code_blocks("tutorial.rst", kind)
 
 
 def sessions() -> list[Command]:
