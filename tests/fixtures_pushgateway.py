@@ -35,7 +35,12 @@ import trustme
 
 from aiohttp import web
 
-from fixtures_servers import PASSWORD, free_loopback_port, poll
+from fixtures_servers import (
+    PASSWORD,
+    free_loopback_port,
+    poll,
+    stop_processes,
+)
 
 
 __all__ = [
@@ -266,16 +271,7 @@ def pushgateway(
     try:
         yield start
     finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for log_file in logs:
-            log_file.close()
+        stop_processes(started, logs)
 
 
 @pytest.fixture

@@ -210,16 +210,27 @@ def prometheus(
     try:
         yield start
     finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for log_file in logs:
-            log_file.close()
+        stop_processes(started, logs)
+
+
+def promtool(
+    *arguments: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run Debian's ``promtool`` with *arguments* (and *stdin*), its output
+    captured.
+    """
+    if shutil.which(PROMTOOL) is None:
+        pytest.fail(f"{PROMTOOL} is missing: apt-get install prometheus")
+    return subprocess.run(
+        [PROMTOOL, *arguments],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+    )
 
 
 def promtool_check_metrics(
@@ -228,16 +239,26 @@ def promtool_check_metrics(
     """
     Lint *exposition* with ``promtool check metrics``.
     """
-    if shutil.which(PROMTOOL) is None:
-        pytest.fail(f"{PROMTOOL} is missing: apt-get install prometheus")
-    return subprocess.run(
-        [PROMTOOL, "check", "metrics"],
-        input=exposition.decode(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return promtool("check", "metrics", stdin=exposition.decode())
+
+
+def stop_processes(
+    processes: list[subprocess.Popen[bytes]], logs: list[Any]
+) -> None:
+    """
+    Stop *processes* (terminated together, killed after 30 s) and close
+    their *logs*.
+    """
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for log_file in logs:
+        log_file.close()
 
 
 @dataclass

@@ -4,14 +4,12 @@ The Prometheus configuration the docs show is one promtool accepts.
 
 from __future__ import annotations
 
-import subprocess
-
 from pathlib import Path
 
 import pytest
 
 from docs_pages import code_blocks
-from fixtures_servers import PROMTOOL, TLSContexts
+from fixtures_servers import TLSContexts, promtool
 
 
 pytestmark = pytest.mark.prometheus
@@ -27,14 +25,7 @@ class TestExporterPage:
         config = tmp_path / "prometheus.yml"
         config.write_text(block)
 
-        result = subprocess.run(
-            [PROMTOOL, "check", "config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            cwd=tmp_path,
-        )
+        result = promtool("check", "config", str(config), cwd=tmp_path)
 
         assert 0 == result.returncode, result.stdout + result.stderr
         assert "SUCCESS" in result.stdout + result.stderr
@@ -47,13 +38,7 @@ class TestServiceDiscoveryPage:
         config = tmp_path / "prometheus.yml"
         config.write_text(block)
 
-        result = subprocess.run(
-            [PROMTOOL, "check", "config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = promtool("check", "config", str(config))
 
         assert 1 == result.returncode
         assert "field consul_sd_configs not found" in result.stderr
@@ -66,13 +51,7 @@ class TestShortLivedJobsPage:
         config = tmp_path / "prometheus.yml"
         config.write_text(block)
 
-        result = subprocess.run(
-            [PROMTOOL, "check", "config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = promtool("check", "config", str(config))
 
         assert 0 == result.returncode, result.stdout + result.stderr
         assert "honor_labels: true" in block

@@ -6,12 +6,11 @@ promtool accepts.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
 from docs_pages import code_blocks
-from fixtures_servers import PROMTOOL
+from fixtures_servers import promtool
 
 
 pytestmark = pytest.mark.prometheus
@@ -19,16 +18,6 @@ pytestmark = pytest.mark.prometheus
 
 def blocks(language: str) -> list[str]:
     return code_blocks("prefork.rst", language)
-
-
-def promtool(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PROMTOOL, "check", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 class TestPreforkPage:
@@ -39,7 +28,7 @@ class TestPreforkPage:
         for number, block in enumerate(configs):
             config = tmp_path / f"prometheus-{number}.yml"
             config.write_text(block + "\n")
-            results.append(promtool("config", str(config)))
+            results.append(promtool("check", "config", str(config)))
 
         assert 2 == len(configs)
         assert [0, 0] == [result.returncode for result in results], [
@@ -66,7 +55,7 @@ class TestPreforkPage:
             )
         )
 
-        result = promtool("rules", str(rules))
+        result = promtool("check", "rules", str(rules))
 
         assert 5 == len(expressions)
         assert 0 == result.returncode, result.stdout + result.stderr
