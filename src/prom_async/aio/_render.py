@@ -14,10 +14,9 @@ import gzip
 
 from typing import TYPE_CHECKING, NamedTuple
 
-from prometheus_client.exposition import choose_encoder
-
 from ._render_families import LazyRegistry, encode_by_family
 from ._render_lines import LineEncoder
+from ._render_negotiation import negotiate
 
 
 if TYPE_CHECKING:
@@ -146,7 +145,7 @@ class RegistryRenderer:
         Raises:
             Exception: Whatever a collector raised while collecting.
         """
-        _, content_type = choose_encoder(accept or "")
+        content_type = negotiate(accept).content_type
         key = _RenderKey(content_type, _accepts_gzip(accept_encoding), names)
         flight = self._flights.get(key)
         if flight is None:
@@ -194,7 +193,7 @@ class RegistryRenderer:
         return running
 
     def _encode(self, key: _RenderKey, accept: str) -> Exposition:
-        encoder, content_type = choose_encoder(accept)
+        encoder, content_type = negotiate(accept)
         body = encode_by_family(
             encoder, LazyRegistry(self._registry, key.names), self._lines
         )
