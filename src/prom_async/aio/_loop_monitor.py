@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from . import _loop_slow
 from ._families import family
 from ._loop_gauges import ScrapeTimeGauge
+from ._options import check_seconds
 
 
 if TYPE_CHECKING:
@@ -82,16 +83,6 @@ class WorstLag:
             (lag for number, lag in self._slots if number >= oldest),
             default=0.0,
         )
-
-
-def _check_seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{name} must be a number of seconds, not {type(value).__name__}"
-        )
-    if not 0 < value < math.inf:
-        raise ValueError(f"{name} must be positive and finite, not {value}")
-    return float(value)
 
 
 def _check_name(name: object) -> None:
@@ -169,8 +160,8 @@ class LoopMonitor:
         slow_callback_threshold: float | None = None,
         buckets: Sequence[float] = LAG_BUCKETS,
     ) -> None:
-        self._interval = _check_seconds("interval", interval)
-        self._window = _check_seconds("window", window)
+        self._interval = check_seconds("interval", interval)
+        self._window = check_seconds("window", window)
         if not isinstance(registry, CollectorRegistry):
             raise TypeError(
                 "registry must be a prometheus_client.CollectorRegistry, "
@@ -234,7 +225,7 @@ class LoopMonitor:
         ]
         self._slow: tuple[float, Counter] | None = None
         if slow_callback_threshold is not None:
-            threshold = _check_seconds(
+            threshold = check_seconds(
                 "slow_callback_threshold", slow_callback_threshold
             )
             slow = make(

@@ -5,8 +5,9 @@ Pick the exposition format a scrape asks for, whatever its ``Accept`` says.
 does the negotiating.  Two things are added around it: a header it cannot
 read (a version such as ``1.0.x``, or thousands of digits, makes its
 version comparison raise) is negotiated again without the media ranges it
-cannot read, and gets the text format 0.0.4 when none is left; and an OpenMetrics version is brought to the one it stands
-for (``1.0.0`` below 2, else ``2.0.0``), so that what a client may put in a
+cannot read, and gets the text format 0.0.4 when none is left; and an
+OpenMetrics version is brought to the one it stands for (``1.0.0`` below 2,
+else ``2.0.0``), so that what a client may put in a
 header does not grow the number of distinct formats, and with it the
 renders that cannot be shared and what is kept per format.
 """

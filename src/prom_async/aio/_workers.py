@@ -165,9 +165,7 @@ class WorkerPool:
         self._threads = self._active = 0
 
 
-def _settle(
-    future: asyncio.Future[Any], outcome: tuple[bool, object]
-) -> None:
+def _settle(future: asyncio.Future[Any], outcome: tuple[bool, object]) -> None:
     if future.cancelled():
         return
     succeeded, value = outcome
