@@ -1,16 +1,16 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import gzip
+import logging
 import threading
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Enum,
@@ -36,16 +36,23 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics import exposition as openmetrics
 
-from fixtures_servers import PROMETHEUS_2_42_ACCEPT
+from fixtures_servers import PROMETHEUS_2_42_ACCEPT, eventually
 from prom_async.aio._render import (
     Exposition,
     RegistryRenderer,
+    RenderTimeoutError,
     _accepts_gzip,
 )
 from prom_async.aio._render_families import (
     LazyRegistry,
     Pacer,
     encode_by_family,
+)
+from prom_async.aio._workers import (
+    RENDERS,
+    JobInterruptedError,
+    PoolFullError,
+    WorkerPool,
 )
 
 
@@ -144,35 +151,6 @@ class GatedCollector:
         if not self.release.wait(60):
             raise TimeoutError("never released")
         yield GaugeMetricFamily("collections", "Collections.", value=calls)
-
-
-class CancellingExecutor(concurrent.futures.ThreadPoolExecutor):
-    """
-    A default executor that can be told to cancel all it is given next.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(max_workers=2)
-        self.cancelling = False
-
-    def submit(  # type: ignore[override]
-        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[Any]:
-        if not self.cancelling:
-            return super().submit(fn, *args, **kwargs)
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        future.cancel()
-        return future
-
-
-@pytest.fixture
-async def executor() -> CancellingExecutor:
-    """
-    The running loop's default executor, of the test's own.
-    """
-    executor = CancellingExecutor()
-    asyncio.get_running_loop().set_default_executor(executor)
-    return executor
 
 
 def gated_renderer(
@@ -600,60 +578,308 @@ class TestRegistryRendererErrors:
         assert [RuntimeError] * 3 == [type(result) for result in results]
 
 
-class TestRegistryRendererExecutor:
-    async def test_shut_down_executor_raises(
-        self, registry: CollectorRegistry, executor: CancellingExecutor
+class TestRegistryRendererPool:
+    async def test_renders_in_the_exporters_pool(
+        self, registry: CollectorRegistry
     ) -> None:
-        """With the loop's executor shut down, a scrape gets its error."""
-        executor.shutdown()
+        """Renders run in the exporter's own threads, not the loop's
+        default executor."""
+        threads: list[str] = []
 
-        with pytest.raises(RuntimeError, match="shutdown"):
-            await RegistryRenderer(registry).render(
-                accept=None, accept_encoding=None, names=None
-            )
+        class Noting:
+            def collect(self) -> Iterator[Metric]:
+                threads.append(threading.current_thread().name)
+                yield GaugeMetricFamily("noted", "Noted.", value=1)
 
-    async def test_queued_scrapes_get_the_executor_error(
-        self, registry: CollectorRegistry, executor: CancellingExecutor
-    ) -> None:
-        """Scrapes queued when the executor shuts down get its error."""
-        collector, renderer = gated_renderer(registry)
-        first, second, third = await scrapes_behind_a_held_render(
-            collector, renderer
-        )
-        # Both run after the two scrapes took their first step.
-        asyncio.get_running_loop().call_soon(executor.shutdown, False)
-        asyncio.get_running_loop().call_soon(collector.release.set)
-        results = await asyncio.gather(
-            first, second, third, return_exceptions=True
+        registry.register(Noting())  # type: ignore[arg-type]
+
+        await RegistryRenderer(registry).render(
+            accept=None, accept_encoding=None, names=None
         )
 
-        assert [Exposition, RuntimeError, RuntimeError] == [
-            type(result) for result in results
+        assert [True] == [
+            name.startswith(f"{RENDERS.name}-") for name in threads
         ]
 
-    async def test_cancelled_render_cancels_its_scrapes(
-        self, registry: CollectorRegistry, executor: CancellingExecutor
+    async def test_pool_error_reaches_the_scrape(
+        self, registry: CollectorRegistry
     ) -> None:
-        """Scrapes waiting on a render the executor cancels are cancelled."""
-        collector, renderer = gated_renderer(registry)
-        first, second, third = await scrapes_behind_a_held_render(
-            collector, renderer
+        """A pool that takes no more jobs fails the scrape with its error;
+        the renderer serves again once it takes them."""
+        pool = WorkerPool("test-full", workers=1, max_pending=0)
+        collector = GatedCollector()
+        registry.register(collector)
+        collector.release.clear()
+        held = asyncio.create_task(
+            RegistryRenderer(registry, pool=pool).render(
+                accept=None, accept_encoding=None, names=None
+            )
         )
-        executor.cancelling = True
-        # Runs after the two scrapes took their first step.
-        asyncio.get_running_loop().call_soon(collector.release.set)
-        await first
-        await asyncio.wait([second, third])
-        executor.cancelling = False
+        assert await asyncio.to_thread(collector.entered.wait, 60)
+        renderer = RegistryRenderer(registry, pool=pool)
+
+        with pytest.raises(PoolFullError):
+            await renderer.render(
+                accept=None, accept_encoding=None, names=None
+            )
+        collector.release.set()
+        await held
         later = await renderer.render(
             accept=None, accept_encoding=None, names=None
         )
 
-        assert [True, True, b"collections 2.0"] == [
-            second.cancelled(),
-            third.cancelled(),
+        assert b"collections 2.0" == later.body.split(b"\n")[2]
+
+    async def test_base_exception_stays_in_the_thread(
+        self, registry: CollectorRegistry
+    ) -> None:
+        """A collector raising SystemExit fails the render with an
+        Exception caused by it; the loop and later renders go on."""
+        collector = FailingCollector()
+        registry.register(collector)
+        renderer = RegistryRenderer(registry)
+
+        def exiting() -> None:
+            raise SystemExit(3)
+
+        collector.collect = exiting  # type: ignore[assignment,method-assign]
+        with pytest.raises(JobInterruptedError) as raised:
+            await renderer.render(
+                accept=None, accept_encoding=None, names=None
+            )
+        del collector.collect
+        collector.broken = False
+        later = await renderer.render(
+            accept=None, accept_encoding=None, names=None
+        )
+
+        assert (SystemExit, b"repaired 1.0") == (
+            type(raised.value.__cause__),
             later.body.split(b"\n")[2],
-        ]
+        )
+
+
+@pytest.fixture
+def held(registry: CollectorRegistry) -> Iterator[GatedCollector]:
+    """
+    A `GatedCollector` in the registry that holds every collection until
+    the test ends (or releases it).
+    """
+    collector = GatedCollector()
+    collector.release.clear()
+    registry.register(collector)
+    yield collector
+    collector.release.set()
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "prom_async.aio.web"
+        and record.levelno >= logging.WARNING
+    ]
+
+
+async def overdue_render(
+    registry: CollectorRegistry, collector: GatedCollector
+) -> RegistryRenderer:
+    """
+    A renderer of *registry* whose one render is held past its 0.2 s
+    render timeout.
+    """
+    renderer = RegistryRenderer(registry, render_timeout=0.2)
+    with pytest.raises(RenderTimeoutError):
+        await renderer.render(accept=None, accept_encoding=None, names=None)
+    assert collector.entered.is_set()
+    await eventually(
+        lambda: renderer._stall.overdue, what="the render to be overdue"
+    )
+    return renderer
+
+
+class TestRegistryRendererDeadline:
+    async def test_past_the_deadline_raises_and_tells_once(
+        self,
+        registry: CollectorRegistry,
+        held: GatedCollector,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A render past the scrape's deadline fails the scrape; one
+        warning names the registry and the collector it is in."""
+        renderer = RegistryRenderer(registry)
+        loop = asyncio.get_running_loop()
+
+        with pytest.raises(RenderTimeoutError):
+            await renderer.render(
+                accept=None,
+                accept_encoding=None,
+                names=None,
+                deadline=loop.time() + 0.1,
+            )
+
+        (warning,) = warnings_of(caplog)
+        assert object.__repr__(registry) in warning
+        assert "test_render.GatedCollector" in warning
+
+    async def test_overdue_render_is_not_repeated(
+        self,
+        registry: CollectorRegistry,
+        held: GatedCollector,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """While a render is past its render timeout, scrapes of any kind
+        fail at once, through any renderer of the registry, without
+        another render or another warning."""
+        renderer = await overdue_render(registry, held)
+        other = RegistryRenderer(registry)
+
+        for scraping, accept, encoding, names in (
+            (renderer, None, None, None),
+            (renderer, PROMETHEUS_2_42_ACCEPT, "gzip", None),
+            (other, None, None, frozenset({"collections"})),
+        ):
+            with pytest.raises(RenderTimeoutError):
+                await scraping.render(
+                    accept=accept, accept_encoding=encoding, names=names
+                )
+
+        assert (1, 1) == (held.calls, len(warnings_of(caplog)))
+
+    async def test_renders_resume_once_it_returns(
+        self,
+        registry: CollectorRegistry,
+        held: GatedCollector,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Once the overdue render returns, scrapes are rendered again;
+        a later stall is told again."""
+        renderer = await overdue_render(registry, held)
+
+        held.release.set()
+        await eventually(
+            lambda: not renderer._stall.overdue, what="the render to return"
+        )
+        exposition = await renderer.render(
+            accept=None, accept_encoding=None, names=None
+        )
+        held.release.clear()
+        with pytest.raises(RenderTimeoutError):
+            await renderer.render(
+                accept=None, accept_encoding=None, names=None
+            )
+
+        assert (b"collections 2.0", 2) == (
+            exposition.body.split(b"\n")[2],
+            len(warnings_of(caplog)),
+        )
+
+    async def test_scrapes_waiting_in_line_time_out_without_a_render(
+        self, registry: CollectorRegistry, held: GatedCollector
+    ) -> None:
+        """Scrapes of other kinds wait behind the running render; those
+        that time out there are never rendered."""
+        renderer = RegistryRenderer(registry)
+        first = asyncio.create_task(
+            renderer.render(accept=None, accept_encoding=None, names=None)
+        )
+        assert await asyncio.to_thread(held.entered.wait, 60)
+        loop = asyncio.get_running_loop()
+
+        with pytest.raises(RenderTimeoutError):
+            await renderer.render(
+                accept=PROMETHEUS_2_42_ACCEPT,
+                accept_encoding=None,
+                names=None,
+                deadline=loop.time() + 0.05,
+            )
+        held.release.set()
+        await first
+
+        assert (1, {}) == (held.calls, renderer._waiting)
+
+    async def test_no_time_left(
+        self, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A scrape whose deadline has passed fails before any render and
+        says so."""
+        renderer = RegistryRenderer(registry)
+        loop = asyncio.get_running_loop()
+
+        with pytest.raises(RenderTimeoutError):
+            await renderer.render(
+                accept=None,
+                accept_encoding=None,
+                names=None,
+                deadline=loop.time(),
+            )
+
+        told = (
+            f"Rendering {object.__repr__(registry)}: the scrape left no time "
+            "for it and gets 503"
+        )
+        assert [told] == warnings_of(caplog)
+
+    async def test_collector_of_a_named_render_is_unknown(
+        self,
+        registry: CollectorRegistry,
+        held: GatedCollector,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A render restricted by name[] does not know its collector."""
+        renderer = RegistryRenderer(registry, render_timeout=0.1)
+
+        with pytest.raises(RenderTimeoutError):
+            await renderer.render(
+                accept=None,
+                accept_encoding=None,
+                names=frozenset({"collections"}),
+            )
+
+        (warning,) = warnings_of(caplog)
+        assert "a collector it cannot name" in warning
+
+    async def test_stock_metric_is_named(
+        self,
+        registry: CollectorRegistry,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A stuck stock metric is told by its class and name."""
+        release = threading.Event()
+        gauge = Gauge("stuck_depth", "Depth.", registry=registry)
+        gauge.set_function(lambda: float(release.wait(60)))
+        renderer = RegistryRenderer(registry, render_timeout=0.1)
+        try:
+            with pytest.raises(RenderTimeoutError):
+                await renderer.render(
+                    accept=None, accept_encoding=None, names=None
+                )
+        finally:
+            release.set()
+
+        (warning,) = warnings_of(caplog)
+        assert "prometheus_client.metrics.Gauge 'stuck_depth'" in warning
+
+    async def test_global_registry_is_named(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The global registry is told as such."""
+        renderer = RegistryRenderer(REGISTRY)
+        loop = asyncio.get_running_loop()
+
+        with pytest.raises(RenderTimeoutError):
+            await renderer.render(
+                accept=None,
+                accept_encoding=None,
+                names=None,
+                deadline=loop.time() - 1,
+            )
+
+        told = (
+            "Rendering the global registry: the scrape left no time for it "
+            "and gets 503"
+        )
+        assert [told] == warnings_of(caplog)
 
 
 class TestLazyRegistry:

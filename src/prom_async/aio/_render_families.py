@@ -17,6 +17,9 @@ Reading ``prometheus_client``'s own metrics lazily uses its internals (see
 public ``collect()`` is used, and the samples come out the same.  Families
 of such metrics also carry the metric itself, for
 :class:`~._render_lines.LineEncoder` to encode directly.
+
+A walk notes in its :class:`Progress` which collector it is reading, so that
+a render that overruns its deadline can say where it is stuck.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
     from ._render_lines import LineEncoder
 
 
-__all__ = ["LazyRegistry", "Pacer", "encode_by_family"]
+__all__ = ["LazyRegistry", "Pacer", "Progress", "encode_by_family"]
 
 
 class Pacer:
@@ -91,6 +94,20 @@ class Pacer:
             self._deadline = self._clock() + self._slice
 
 
+class Progress:
+    """
+    Where a walk of a registry is: the collector it is reading, if known.
+
+    The walk's thread writes it; anyone may read it (one attribute, so a
+    reader sees either the last collector or the one before).
+    """
+
+    __slots__ = ("collector",)
+
+    def __init__(self) -> None:
+        self.collector: object | None = None
+
+
 class _Family:
     """
     What an encoder reads of a metric family, with samples still to come.
@@ -130,6 +147,9 @@ class LazyRegistry:
             :data:`None` for all.
         pacer: Paces the walk; a fresh :class:`Pacer` per ``collect()``
             when :data:`None`.
+        progress: Told which collector the walk reads; with ``name[]``
+            (*names*) or a registry that overrides ``collect()``, none is
+            known.
     """
 
     def __init__(
@@ -137,10 +157,12 @@ class LazyRegistry:
         registry: CollectorRegistry,
         names: frozenset[str] | None = None,
         pacer: Pacer | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self._registry = registry
         self._names = names
         self._pacer = pacer
+        self.progress = Progress() if progress is None else progress
 
     def collect(self) -> Iterator[_Family]:
         """
@@ -153,7 +175,7 @@ class LazyRegistry:
         Yield the registry's families, paced by *pacer*.
         """
         if self._names is None:
-            families: Iterable[Any] = _walk(self._registry)
+            families: Iterable[Any] = _walk(self._registry, self.progress)
         else:
             families = self._registry.restricted_registry(
                 self._names
@@ -228,9 +250,10 @@ def _paced(samples: Iterable[Sample], pacer: Pacer) -> Iterator[Sample]:
         yield sample
 
 
-def _walk(registry: CollectorRegistry) -> Iterator[Any]:
+def _walk(registry: CollectorRegistry, progress: Progress) -> Iterator[Any]:
     """
-    Yield what ``registry.collect()`` yields, reading metrics lazily.
+    Yield what ``registry.collect()`` yields, reading metrics lazily; tell
+    *progress* which collector each family comes from.
     """
     contents = registry_contents(registry)
     if contents is None:
@@ -240,6 +263,7 @@ def _walk(registry: CollectorRegistry) -> Iterator[Any]:
     if target_info:
         yield target_info
     for collector in collectors:
+        progress.collector = collector
         lazy = lazy_metric(collector)
         if lazy is None:
             yield from collector.collect()
@@ -253,6 +277,7 @@ def _walk(registry: CollectorRegistry) -> Iterator[Any]:
                 _renamed(lazy.prefix, lazy.samples),
                 collector,
             )
+    progress.collector = None
 
 
 def _renamed(

@@ -17,8 +17,14 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._auth import Authenticator
-from ._collect import SCRAPE_TIMEOUT_HEADER, run_hooks
-from ._render import RegistryRenderer
+from ._collect import SCRAPE_TIMEOUT_HEADER, run_hooks, scrape_budget
+from ._options import check_seconds
+from ._render import (
+    DEFAULT_RENDER_TIMEOUT,
+    RegistryRenderer,
+    RenderTimeoutError,
+)
+from ._web_body import CHUNK, DEFAULT_WRITE_TIMEOUT, SharedBody
 
 
 if TYPE_CHECKING:
@@ -26,6 +32,8 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "DEFAULT_RENDER_TIMEOUT",
+    "DEFAULT_WRITE_TIMEOUT",
     "MetricsEndpoint",
     "RequestLike",
     "add_metrics_route",
@@ -68,14 +76,29 @@ class MetricsEndpoint:
     Serves one registry; :meth:`handle` is the aiohttp handler.
     """
 
-    __slots__ = ("_authenticator", "_renderer", "registry")
+    __slots__ = (
+        "_authenticator",
+        "_render_timeout",
+        "_renderer",
+        "_write_timeout",
+        "registry",
+    )
 
     def __init__(
-        self, registry: CollectorRegistry, authenticator: Authenticator
+        self,
+        registry: CollectorRegistry,
+        authenticator: Authenticator,
+        *,
+        render_timeout: float = DEFAULT_RENDER_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
         self.registry = registry
-        self._renderer = RegistryRenderer(registry)
+        self._renderer = RegistryRenderer(
+            registry, render_timeout=render_timeout
+        )
         self._authenticator = authenticator
+        self._render_timeout = render_timeout
+        self._write_timeout = write_timeout
 
     @property
     def requires_auth(self) -> bool:
@@ -87,20 +110,41 @@ class MetricsEndpoint:
     async def handle(self, request: RequestLike) -> web.Response:
         """
         Answer one scrape.
+
+        The scrape's hooks and its render share one deadline, counted from
+        now: the render timeout, or the scraper's timeout less its offset
+        when that is sooner.
         """
+        started = asyncio.get_running_loop().time()
         asked = _headers(request)
         if not await self._authenticator.is_authorized(
             asked.get(hdrs.AUTHORIZATION)
         ):
             return _unauthorized(self._authenticator)
-        await run_hooks(self.registry, asked.get(SCRAPE_TIMEOUT_HEADER))
+        scrape_timeout = asked.get(SCRAPE_TIMEOUT_HEADER)
+        await run_hooks(self.registry, scrape_timeout)
+        budget = scrape_budget(scrape_timeout)
+        allowed = (
+            self._render_timeout
+            if budget is None
+            else min(budget, self._render_timeout)
+        )
         try:
             exposition = await self._renderer.render(
                 accept=asked.get(hdrs.ACCEPT),
                 accept_encoding=asked.get(hdrs.ACCEPT_ENCODING),
                 names=_names(request),
+                deadline=started + allowed,
+            )
+        except RenderTimeoutError:
+            # The renderer logs once per stall, not once per scrape.
+            return web.Response(
+                status=503,
+                text="Rendering the metrics took too long; see the server's "
+                "log.\n",
             )
         except Exception:
+            # The collector's own traceback; nothing of the request.
             log.exception("collecting the metrics failed")
             return web.Response(
                 status=500,
@@ -111,7 +155,18 @@ class MetricsEndpoint:
         )
         if exposition.content_encoding is not None:
             headers[hdrs.CONTENT_ENCODING] = exposition.content_encoding
-        return web.Response(body=exposition.body, headers=headers)
+        body: bytes | SharedBody = exposition.body
+        # A stand-in for a request gets bytes, as from prometheus-async.
+        if isinstance(request, web.BaseRequest) and (
+            len(exposition.body) > CHUNK
+        ):
+            body = SharedBody(
+                exposition.body,
+                content_type=exposition.content_type,
+                request=request,
+                write_timeout=self._write_timeout,
+            )
+        return web.Response(body=body, headers=headers)
 
 
 def _headers(request: RequestLike) -> Mapping[str, str]:
@@ -157,6 +212,8 @@ def metrics_handler(
     registry: CollectorRegistry = REGISTRY,
     basic_auth_users: Mapping[str, str] | None = None,
     bearer_token: str | None = None,
+    render_timeout: float = DEFAULT_RENDER_TIMEOUT,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """
     Build an aiohttp handler that serves *registry*.
@@ -178,23 +235,40 @@ def metrics_handler(
             ``auth`` extra (the ``bcrypt`` package).
         bearer_token: Require ``Authorization: Bearer <bearer_token>``.
             With both options, either credential is accepted.
+        render_timeout: Seconds a scrape may take for its scrape hooks and
+            its render together; a scraper's
+            ``X-Prometheus-Scrape-Timeout-Seconds`` (less
+            :data:`~prom_async.aio.collect.SCRAPE_TIMEOUT_OFFSET`) shortens
+            it. A scrape past it gets ``503``, and so does every scrape of
+            the registry while a render runs longer than this (a hung
+            collector holds one thread, not one per scrape), with one
+            warning logged, naming the collector being collected.
+        write_timeout: Seconds the client may take to read each chunk
+            (64 KiB) of a larger body; past it the connection is aborted.
 
     Returns:
         The handler; scrapes without a valid credential (when one is
-        configured) get ``401`` with ``WWW-Authenticate``. Like
-        :func:`server_stats`, it also takes a stand-in for the request.
+        configured) get ``401`` with ``WWW-Authenticate``. A collector that
+        raises (``SystemExit`` included) gets ``500`` and its traceback
+        logged. Like :func:`server_stats`, it also takes a stand-in for the
+        request.
 
     Raises:
         TypeError: An option has the wrong type.
-        ValueError: An option is empty or a password is not a bcrypt hash.
+        ValueError: An option is empty, a timeout is not positive and
+            finite, or a password is not a bcrypt hash.
         ImportError: *basic_auth_users* is given and bcrypt is missing.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       *render_timeout* and *write_timeout*.
     """
     return metrics_endpoint(
         registry=registry,
         basic_auth_users=basic_auth_users,
         bearer_token=bearer_token,
+        render_timeout=render_timeout,
+        write_timeout=write_timeout,
     ).handle
 
 
@@ -203,6 +277,8 @@ def metrics_endpoint(
     registry: CollectorRegistry,
     basic_auth_users: Mapping[str, str] | None,
     bearer_token: str | None,
+    render_timeout: float = DEFAULT_RENDER_TIMEOUT,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
 ) -> MetricsEndpoint:
     """
     Check the options and build the endpoint for :func:`metrics_handler`.
@@ -213,11 +289,15 @@ def metrics_endpoint(
             "registry must be a prometheus_client.CollectorRegistry, not "
             f"{type(given).__name__}"
         )
+    render_timeout = check_seconds("render_timeout", render_timeout)
+    write_timeout = check_seconds("write_timeout", write_timeout)
     return MetricsEndpoint(
         registry,
         Authenticator(
             basic_auth_users=basic_auth_users, bearer_token=bearer_token
         ),
+        render_timeout=render_timeout,
+        write_timeout=write_timeout,
     )
 
 
@@ -228,6 +308,8 @@ def add_metrics_route(
     registry: CollectorRegistry = REGISTRY,
     basic_auth_users: Mapping[str, str] | None = None,
     bearer_token: str | None = None,
+    render_timeout: float = DEFAULT_RENDER_TIMEOUT,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
 ) -> None:
     """
     Serve *registry* under *path* in an existing application.
@@ -242,13 +324,18 @@ def add_metrics_route(
         registry: The registry to serve.
         basic_auth_users: See :func:`metrics_handler`.
         bearer_token: See :func:`metrics_handler`.
+        render_timeout: See :func:`metrics_handler`.
+        write_timeout: See :func:`metrics_handler`.
 
     Raises:
-        ValueError: *path* is not an absolute path below ``/``.
+        ValueError: *path* is not an absolute path below ``/``, or an
+            option's value is refused (see :func:`metrics_handler`).
         TypeError: *path* is not a string, or an option has the wrong type
             (see :func:`metrics_handler`).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       *render_timeout* and *write_timeout*.
     """
     add_metrics_routes(
         app,
@@ -257,6 +344,8 @@ def add_metrics_route(
             registry=registry,
             basic_auth_users=basic_auth_users,
             bearer_token=bearer_token,
+            render_timeout=render_timeout,
+            write_timeout=write_timeout,
         ),
     )
 
