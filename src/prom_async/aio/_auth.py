@@ -3,35 +3,70 @@ Credentials for the metrics endpoint: HTTP basic auth and bearer tokens.
 
 Basic-auth passwords are stored as bcrypt hashes, the format of Prometheus'
 exporter-toolkit web configuration (``basic_auth_users``), so one hash serves
-both. Checking a bcrypt hash is slow on purpose; it runs in a worker thread
-and a successful check is remembered, so a scraper that sends the same
-credentials every few seconds costs one hash, not one per scrape.
+both. Checking a bcrypt hash is slow on purpose, so the checks run in the
+exporter's own small pool of threads (never the event loop's default
+executor, which the application's ``asyncio.to_thread()`` uses), and that
+pool takes only a few waiting checks: past them a check is answered
+:attr:`Verdict.BUSY` at once rather than queued.
+
+A successful check is remembered, one credential per configured user, so a
+scraper that sends the same credentials every few seconds costs one hash,
+not one per scrape, and is never held up by a flood of wrong passwords. Only
+a check that succeeded enters that memory, so nothing a client sends can push
+a scraper's credential out of it. A wrong credential that was checked is
+remembered too, in a small memory of its own that forgets the oldest first,
+so that sending it again costs no further hash.
+
+Neither memory holds a password: they hold keyed digests of the credential,
+with a key made for each :class:`Authenticator`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import binascii
+import collections
+import enum
 import hashlib
 import hmac
 import logging
+import re
+import secrets
 
 from base64 import b64decode
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
+from ._workers import CREDENTIAL_CHECKS, PoolFullError
 
-__all__ = ["Authenticator"]
+
+__all__ = ["Authenticator", "Verdict"]
 
 log = logging.getLogger("prom_async.aio.web")
 
 _REALM: Final = "metrics"
-_BCRYPT_PREFIXES: Final = ("$2a$", "$2b$", "$2y$")
-_BCRYPT_HASH_LENGTH: Final = 60
+# What bcrypt 4 and 5 read: a known variant, a cost of 4 to 31, and 53
+# characters of bcrypt's base64 (the salt, then the digest).
+_BCRYPT_HASH: Final = re.compile(
+    r"\$2[aby]\$(?:0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}"
+)
 # bcrypt reads the first 72 bytes of a password. Go's (exporter-toolkit's)
 # check ignores the rest, bcrypt >= 5 raises for more.
 _BCRYPT_PASSWORD_BYTES: Final = 72
-_REMEMBERED_MAX: Final = 256
+#: How many wrong credentials are remembered, at most.
+_REFUSED_MAX: Final = 256
+
+
+class Verdict(enum.Enum):
+    """
+    What an ``Authorization`` header gets.
+    """
+
+    #: The credential is right, or none is required.
+    GRANTED = "granted"
+    #: The credential is missing, malformed or wrong (answer 401).
+    DENIED = "denied"
+    #: Too many credential checks are waiting; ask again later (answer 429).
+    BUSY = "busy"
 
 
 def _load_checkpw() -> Callable[[bytes, bytes], bool]:
@@ -58,18 +93,19 @@ def _validated_users(users: Mapping[str, str]) -> dict[str, bytes]:
     entries: Iterable[tuple[object, object]] = users.items()
     for user, password_hash in entries:
         if not isinstance(user, str) or not user or ":" in user:
+            # Not echoed: a "user:password" key would show the password.
             raise ValueError(
-                f"basic auth user names must be non-empty strings without "
-                f"':', not {user!r}"
+                "each user name in basic_auth_users must be a non-empty "
+                "string without ':'"
             )
-        if not isinstance(password_hash, str) or not (
-            password_hash.startswith(_BCRYPT_PREFIXES)
-            and len(password_hash) == _BCRYPT_HASH_LENGTH
+        if not isinstance(password_hash, str) or not _BCRYPT_HASH.fullmatch(
+            password_hash
         ):
             # The value is never echoed: it may be a plain password.
             raise ValueError(
-                f"the password of basic auth user {user!r} must be a bcrypt "
-                "hash ($2b$...), as in exporter-toolkit's web configuration"
+                f"basic_auth_users[{user!r}] must be a bcrypt hash ($2a$, "
+                "$2b$ or $2y$, a cost of 04 to 31, $, then 53 characters of "
+                "./A-Za-z0-9), as in exporter-toolkit's web configuration"
             )
         validated[user] = password_hash.encode("ascii")
     return validated
@@ -102,7 +138,16 @@ class Authenticator:
         ImportError: Basic auth is asked for and bcrypt is missing.
     """
 
-    __slots__ = ("_checkpw", "_remembered", "_token_digest", "_users")
+    __slots__ = (
+        "_checkpw",
+        "_digest_key",
+        "_malformed",
+        "_refused",
+        "_remembered",
+        "_stand_in",
+        "_token_digest",
+        "_users",
+    )
 
     def __init__(
         self,
@@ -113,10 +158,19 @@ class Authenticator:
         self._users: dict[str, bytes] | None = None
         self._checkpw: Callable[[bytes, bytes], bool] | None = None
         self._token_digest: bytes | None = None
-        self._remembered: set[bytes] = set()
+        self._stand_in = ""
+        self._digest_key = secrets.token_bytes(32)
+        # One credential per user: bounded by the configuration.
+        self._remembered: dict[str, bytes] = {}
+        self._refused: collections.OrderedDict[bytes, None] = (
+            collections.OrderedDict()
+        )
+        self._malformed: set[str] = set()
         if basic_auth_users is not None:
             self._users = _validated_users(basic_auth_users)
             self._checkpw = _load_checkpw()
+            # Whose hash an unknown user is checked against.
+            self._stand_in = next(iter(self._users))
         if bearer_token is not None:
             self._token_digest = _validated_token(bearer_token)
 
@@ -141,80 +195,107 @@ class Authenticator:
 
     async def is_authorized(self, authorization: str | None) -> bool:
         """
-        Whether *authorization* (an ``Authorization`` header) grants access.
+        Whether *authorization* (an ``Authorization`` header) grants access:
+        whether :meth:`verdict` is :attr:`Verdict.GRANTED`.
+        """
+        return await self.verdict(authorization) is Verdict.GRANTED
 
-        Access is always granted when no credential is configured.
+    async def verdict(self, authorization: str | None) -> Verdict:
+        """
+        What *authorization* (an ``Authorization`` header) gets.
+
+        Access is always granted when no credential is configured. A basic
+        auth credential that no check has answered yet is
+        :attr:`Verdict.BUSY` when the pool of credential checks is full.
         """
         if not self.required:
-            return True
+            return Verdict.GRANTED
         if not authorization:
-            return False
+            return Verdict.DENIED
         scheme, _, credentials = authorization.strip().partition(" ")
         scheme = scheme.lower()
         credentials = credentials.strip()
         if scheme == "bearer" and self._token_digest is not None:
-            return hmac.compare_digest(
-                # aiohttp keeps undecodable header bytes as surrogates.
-                hashlib.sha256(
-                    credentials.encode("utf-8", "surrogateescape")
-                ).digest(),
-                self._token_digest,
-            )
+            # aiohttp keeps undecodable header bytes as surrogates; no
+            # string with any of them equals the ASCII token.
+            sent = credentials.encode("utf-8", "surrogatepass")
+            if hmac.compare_digest(
+                hashlib.sha256(sent).digest(), self._token_digest
+            ):
+                return Verdict.GRANTED
+            return Verdict.DENIED
         if scheme == "basic" and self._users is not None:
-            return await self._is_basic_authorized(credentials)
-        return False
+            return await self._basic_verdict(self._users, credentials)
+        return Verdict.DENIED
 
-    async def _is_basic_authorized(self, credentials: str) -> bool:
-        assert self._users is not None  # noqa: S101 -- narrows for mypy
+    async def _basic_verdict(
+        self, users: dict[str, bytes], credentials: str
+    ) -> Verdict:
         decoded = _decode_basic(credentials)
         if decoded is None:
-            return False
+            return Verdict.DENIED
         user, password = decoded
-        password = password[:_BCRYPT_PASSWORD_BYTES]
-        password_hash = self._users.get(user)
-        known = password_hash is not None
-        if password_hash is None:
-            # An unknown user is checked against a configured hash, so the
-            # answer takes as long as a known user's; it never matches.
-            password_hash = next(iter(self._users.values()))
-        memo = hashlib.sha256(
-            b"\0".join((user.encode(), password_hash, password))
+        digest = hashlib.blake2b(
+            user.encode() + b":" + password,
+            key=self._digest_key,
+            digest_size=32,
         ).digest()
-        if known and memo in self._remembered:
-            return True
-        if await self._check(user, password, password_hash) and known:
-            if len(self._remembered) >= _REMEMBERED_MAX:
-                self._remembered.clear()
-            self._remembered.add(memo)
-            return True
-        return False
+        remembered = self._remembered.get(user)
+        if remembered is not None and hmac.compare_digest(remembered, digest):
+            return Verdict.GRANTED
+        if digest in self._refused:
+            self._refused.move_to_end(digest)
+            return Verdict.DENIED
+        known = user in users
+        # An unknown user is checked against a configured hash, so the
+        # answer takes as long as a known user's; it never matches.
+        owner = user if known else self._stand_in
+        try:
+            matches = await self._check(owner, password, users[owner])
+        except PoolFullError:
+            return Verdict.BUSY
+        if matches and known:
+            self._remembered[user] = digest
+            return Verdict.GRANTED
+        self._refused[digest] = None
+        if len(self._refused) > _REFUSED_MAX:
+            self._refused.popitem(last=False)
+        return Verdict.DENIED
 
     async def _check(
-        self, user: str, password: bytes, password_hash: bytes
+        self, owner: str, password: bytes, password_hash: bytes
     ) -> bool:
         assert self._checkpw is not None  # noqa: S101 -- narrows for mypy
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                None, self._checkpw, password, password_hash
+            return await CREDENTIAL_CHECKS.run(
+                self._checkpw, password, password_hash
             )
         except ValueError:
             # Neither the hash nor a traceback (which could show it) is
-            # logged.
-            log.error(  # noqa: TRY400
-                "the bcrypt hash of basic auth user %r is malformed", user
-            )
+            # logged, and only a configured user's name, once.
+            if owner not in self._malformed:
+                self._malformed.add(owner)
+                log.error(  # noqa: TRY400
+                    "the bcrypt hash of basic auth user %r is malformed",
+                    owner,
+                )
             return False
 
 
 def _decode_basic(credentials: str) -> tuple[str, bytes] | None:
     """
     The user name and password of basic-auth *credentials*, if well formed.
+
+    A password bcrypt would refuse (a NUL byte) or that is not UTF-8 (the
+    charset the challenge asks for) is not; one longer than bcrypt's 72
+    bytes is cut to them.
     """
     try:
         decoded = b64decode(credentials, validate=True)
         user, colon, password = decoded.partition(b":")
-        if colon:
-            return user.decode(), password
+        if colon and b"\0" not in password:
+            password.decode()
+            return user.decode(), password[:_BCRYPT_PASSWORD_BYTES]
     except (binascii.Error, ValueError):
         # UnicodeDecodeError is a ValueError.
         pass
