@@ -595,6 +595,9 @@ async def figure_auth(
         "authenticated scrape p50 s": percentile(latencies, 0.5),
         "authenticated scrape max s": latencies[-1] if latencies else math.nan,
         "authenticated scrapes over 10 s": sum(s > 10 for s in latencies),
+        "authenticated scrapes timed out": sum(
+            not isinstance(status, int) for status, _ in scraped
+        ),
         "authenticated scrapes": tally(Counter(s for s, _ in scraped)),
         "to_thread p50 s": percentile(waits, 0.5),
         "to_thread max s": waits[-1] if waits else math.nan,
