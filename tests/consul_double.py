@@ -30,7 +30,9 @@ What it serves:
   critical.
 - Test hooks: `ConsulDouble.restart` (registrations lost),
   `ConsulDouble.go_down` / `ConsulDouble.come_up` (connection refused
-  meanwhile), `ConsulDouble.set_check_status`, and the inspection
+  meanwhile), `ConsulDouble.set_check_status`,
+  `ConsulDouble.answer_instead` (what a broken proxy in front of the agent
+  would send, for one route), and the inspection
   properties `ConsulDouble.services`, `ConsulDouble.checks` and
   `ConsulDouble.requests`.
 
@@ -509,6 +511,20 @@ def _is_unspecified_address(address: str) -> bool:
 # --- state -----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _CannedAnswer:
+    status: int
+    body: bytes
+    content_type: str
+
+    def response(self) -> web.Response:
+        return web.Response(
+            status=self.status,
+            body=self.body,
+            headers={"Content-Type": self.content_type},
+        )
+
+
 @dataclass
 class RecordedRequest:
     """
@@ -701,6 +717,7 @@ class ConsulDouble:
         self._changed: asyncio.Event | None = None
 
         self._requests: list[RecordedRequest] = []
+        self._answers_instead: dict[tuple[str, str], _CannedAnswer] = {}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -924,6 +941,34 @@ class ConsulDouble:
             )
         self._set_status(self._checks[check_id], status, output)
 
+    def answer_instead(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int,
+        body: bytes,
+        content_type: str = "text/plain; charset=utf-8",
+    ) -> None:
+        """
+        **Test hook, not Consul behaviour.**  Answer *method* *path* (the
+        path without the query string) with *status* and *body* instead of
+        what the agent would, as a broken proxy in front of it might (an
+        HTML error page, a truncated or non-UTF-8 body, a ``403`` of its
+        own).  The request is logged; the agent's state does not change.
+        It lasts through `restart` and `go_down`; `answer_normally` ends
+        it.
+        """
+        self._answers_instead[(method.upper(), path)] = _CannedAnswer(
+            status=status, body=body, content_type=content_type
+        )
+
+    def answer_normally(self) -> None:
+        """
+        End every `answer_instead`: the agent answers again.
+        """
+        self._answers_instead.clear()
+
     async def wait_for(
         self, condition: Callable[[ConsulDouble], bool], timeout: float = 10.0
     ) -> None:
@@ -992,8 +1037,13 @@ class ConsulDouble:
             body=await request.read(),
         )
         self._requests.append(record)
+        canned = self._answers_instead.get((request.method, request.path))
+        response: web.StreamResponse
         try:
-            response = await handler(request)
+            if canned is not None:
+                response = canned.response()
+            else:
+                response = await handler(request)
         except web.HTTPNotFound:
             response = _text(404, "404 page not found")
         except _ConsulError as error:
