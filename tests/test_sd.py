@@ -834,13 +834,7 @@ class TestConsulRegistration:
         "unreadable",
         [
             (None, "No such file or directory"),
-            (
-                b"\xfftoken",
-                (
-                    "'utf-8' codec can't decode byte 0xff in position 0: "
-                    "invalid start byte"
-                ),
-            ),
+            (b"\xfftoken", "it is not UTF-8"),
         ],
         ids=["missing", "not-utf-8"],
     )

@@ -461,7 +461,10 @@ class TestAgentClient:
         recorder, _ = recorded
         recorder.answer = (500, "rpc error")
 
-        with pytest.raises(_consul_client.UNREACHABLE, match="500 rpc error"):
+        with pytest.raises(
+            _consul_client.UNREACHABLE,
+            match=r"^Consul answered 500: rpc error$",
+        ):
             await client.register_service({"name": "svc"})
 
     async def test_deregister_unknown_service(
@@ -480,22 +483,29 @@ class TestAgentClient:
             ("PUT", "/v1/agent/service/deregister/svc-1"),
         ] * 2 == [(method, path) for method, path, _, _ in recorder.requests]
 
-    @pytest.mark.parametrize(
-        ("body", "expected"),
-        [
-            ('{"a": {}, "b": {}}', frozenset({"a", "b"})),
-            ("null", frozenset()),
-        ],
-    )
     async def test_service_ids(
         self,
         recorded: tuple[Recorded, AgentEndpoint],
         client: AgentClient,
-        body: str,
-        expected: frozenset[str],
     ) -> None:
-        """service_ids() gives the agent's service IDs; no list is none."""
+        """service_ids() gives the agent's service IDs."""
         recorder, _ = recorded
-        recorder.answer = (200, body)
+        recorder.answer = (200, '{"a": {}, "b": {}}')
 
-        assert expected == await client.service_ids()
+        assert frozenset({"a", "b"}) == await client.service_ids()
+
+    async def test_service_ids_null(
+        self,
+        recorded: tuple[Recorded, AgentEndpoint],
+        client: AgentClient,
+    ) -> None:
+        """A JSON null (Consul always sends an object) is not an empty
+        list of services but an answer that tells nothing."""
+        recorder, _ = recorded
+        recorder.answer = (200, "null")
+
+        with pytest.raises(
+            _consul_client.AgentAnswerError,
+            match=r"^Consul answered 200 with JSON null, not an object of",
+        ):
+            await client.service_ids()

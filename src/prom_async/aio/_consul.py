@@ -15,6 +15,7 @@ import ssl
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,10 +24,12 @@ import aiohttp
 from ._consul_client import (
     DEFAULT_AGENT_ADDRESS,
     UNREACHABLE,
+    AgentAnswerError,
     AgentClient,
     AgentEndpoint,
     check_py_consul,
     parse_agent_address,
+    redact_address,
 )
 from ._consul_errors import ConsulRegistrationError
 
@@ -78,9 +81,18 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _kind(value: object) -> str:
+    """
+    The type of *value*, for a message that must not show the value.
+    """
+    return type(value).__name__
+
+
 def _positive(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+        raise TypeError(
+            f"{name} must be a number of seconds, got {_kind(value)}"
+        )
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return float(value)
@@ -90,7 +102,7 @@ def _optional_str(name: str, value: str | None) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str or None, got {value!r}")
+        raise TypeError(f"{name} must be a str or None, got {_kind(value)}")
     if not value:
         raise ValueError(f"{name} must not be empty")
     return value
@@ -98,11 +110,11 @@ def _optional_str(name: str, value: str | None) -> str | None:
 
 def _tags(tags: object) -> tuple[str, ...]:
     if isinstance(tags, str | bytes) or not isinstance(tags, Iterable):
-        raise TypeError(f"tags must be an iterable of str, got {tags!r}")
+        raise TypeError(f"tags must be an iterable of str, got {_kind(tags)}")
     result = tuple(tags)
     for tag in result:
         if not isinstance(tag, str):
-            raise TypeError(f"each tag must be a str, got {tag!r}")
+            raise TypeError(f"each tag must be a str, got {_kind(tag)}")
     return result
 
 
@@ -110,13 +122,15 @@ def _meta(meta: object) -> dict[str, str]:
     if meta is None:
         return {}
     if not isinstance(meta, Mapping):
-        raise TypeError(f"meta must be a mapping of str to str, got {meta!r}")
+        raise TypeError(
+            f"meta must be a mapping of str to str, got {_kind(meta)}"
+        )
     result = dict(meta)
     for key, value in result.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(
-                f"meta keys and values must be str, got {key!r}: {value!r}"
-            )
+        if not isinstance(key, str):
+            raise TypeError(f"meta keys must be str, got {_kind(key)}")
+        if not isinstance(value, str):
+            raise TypeError(f"meta[{key!r}] must be a str, got {_kind(value)}")
         if not _META_KEY.fullmatch(key) or key.startswith("consul-"):
             raise ValueError(
                 f"invalid meta key {key!r}: Consul accepts 1-128 of "
@@ -135,19 +149,32 @@ def _meta(meta: object) -> dict[str, str]:
 
 
 def _check_headers(headers: object) -> dict[str, list[str]] | None:
+    """
+    The headers as Consul wants them. Messages name a header, never show
+    its value: that is often a credential.
+    """
     if headers is None:
         return None
     if not isinstance(headers, Mapping):
-        raise TypeError(f"check_headers must be a mapping, got {headers!r}")
+        raise TypeError(
+            f"check_headers must be a mapping, got {_kind(headers)}"
+        )
     result: dict[str, list[str]] = {}
     for name, value in headers.items():
-        values = [value] if isinstance(value, str) else list(value)
-        if not isinstance(name, str) or not all(
-            isinstance(v, str) for v in values
-        ):
+        if not isinstance(name, str):
             raise TypeError(
-                "check_headers maps str to a str or a sequence of str, "
-                f"got {name!r}: {value!r}"
+                f"check_headers names must be str, got {_kind(name)}"
+            )
+        several = not isinstance(
+            value, str | bytes | bytearray
+        ) and isinstance(value, Iterable)
+        values = list(value) if several else [value]
+        wrong = sorted({_kind(v) for v in values if not isinstance(v, str)})
+        if wrong:
+            raise TypeError(
+                f"check_headers[{name!r}] must be a str or a sequence of "
+                f"str, got {_kind(value)}"
+                + (f" holding {', '.join(wrong)}" if several else "")
             )
         result[name] = values
     return result
@@ -170,7 +197,10 @@ class ConsulRegistration:
     capped exponential backoff while the agent is unreachable, and every
     *resync_interval* asks the agent whether it still knows the service,
     registering it again if not (e.g. after the agent restarted without its
-    state).
+    state). An answer that does not tell (a refused read, a body that is
+    not the agent's JSON list of services, a ``5xx``) keeps the last known
+    state: one warning when such answers start, one info line when they
+    end.
 
     Awaiting the object itself (``await registration()``) stops that work,
     deregisters the service (unless the :class:`ConsulAgent` was created
@@ -199,6 +229,7 @@ class ConsulRegistration:
         self._closed = False
         self._error: ConsulRegistrationError | None = None
         self._in_outage = False
+        self._unreadable: str | None = None
         self._attempted = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(
             self._keep_registered(),
@@ -224,7 +255,9 @@ class ConsulRegistration:
     def is_registered(self) -> bool:
         """
         Whether the agent accepted the registration and, as far as the last
-        look (at most *resync_interval* ago) shows, still has it.
+        look (at most *resync_interval* ago) shows, still has it. A look
+        the agent answers unusably leaves it as it was; an agent that
+        cannot be reached makes it ``False``.
         """
         return self._registered
 
@@ -297,7 +330,7 @@ class ConsulRegistration:
             try:
                 if self._registered:
                     await asyncio.sleep(self._timing.resync_interval)
-                    if await self._agent_knows_service():
+                    if await self._agent_knows_service() is not False:
                         continue
                     logger.warning(
                         "Consul agent at %s no longer knows %r; "
@@ -344,8 +377,44 @@ class ConsulRegistration:
         self._reply_pending = False
         self._ever_registered = True
 
-    async def _agent_knows_service(self) -> bool:
-        return self.service_id in await self._client.service_ids()
+    async def _agent_knows_service(self) -> bool | None:
+        """
+        Whether the agent still has the service; ``None`` when its answer
+        does not tell (a refused or garbled read), which keeps the last
+        known state.
+
+        Raises:
+            Exception: One of :data:`UNREACHABLE`, but not an answer.
+        """
+        try:
+            service_ids = await self._client.service_ids()
+        except ConsulRegistrationError as error:
+            self._on_unreadable(_read_refused(error))
+            return None
+        except AgentAnswerError as error:
+            self._on_unreadable(str(error))
+            return None
+        if self._unreadable is not None:
+            logger.info(
+                "Consul agent at %s lists its services again.",
+                self._agent_url,
+            )
+            self._unreadable = None
+        return self.service_id in service_ids
+
+    def _on_unreadable(self, problem: str) -> None:
+        if problem == self._unreadable:
+            logger.debug("Services still unreadable: %s", problem)
+            return
+        self._unreadable = problem
+        logger.warning(
+            "Could not read the services of the Consul agent at %s: %s. "
+            "Keeping %r as registered; asking again every %s s.",
+            self._agent_url,
+            problem,
+            self.service_id,
+            self._timing.resync_interval,
+        )
 
     def _on_registered(self) -> None:
         self._registered = True
@@ -399,7 +468,24 @@ class ConsulRegistration:
         )
 
 
+def _read_refused(error: ConsulRegistrationError) -> str:
+    """
+    What a ``4xx`` answer to the read of the services means.
+    """
+    if error.status != HTTPStatus.FORBIDDEN:
+        return str(error)
+    if error.message.startswith("ACL not found"):
+        meaning = "the ACL token is unknown to the agent"
+    elif error.message.startswith("Permission denied"):
+        meaning = "the ACL token may not read services (service:read)"
+    else:
+        meaning = "the read was denied (ACLs, or a proxy in between)"
+    return f"{error}; {meaning}"
+
+
 def _describe(error: BaseException) -> str:
+    if isinstance(error, AgentAnswerError):
+        return str(error)
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
@@ -425,11 +511,12 @@ class ConsulAgent:
         tags: The service's tags.
         token: The ACL token. Defaults to ``CONSUL_HTTP_TOKEN``, then the
             contents of the file named by ``CONSUL_HTTP_TOKEN_FILE``. Never
-            logged.
+            logged nor shown in an error message.
         deregister: Whether closing the server deregisters the service.
         agent_address: Where the agent's HTTP API is: ``host:port`` or
             ``http(s)://host:port``. Defaults to ``CONSUL_HTTP_ADDR``, then
-            ``127.0.0.1:8500``.
+            ``127.0.0.1:8500``. Credentials in it are refused (the error
+            shows them as ``***``): the agent takes a *token*.
         agent_tls: For an ``https`` agent: ``True`` verifies its certificate
             against the system's CAs, ``False`` does not verify, an
             :class:`ssl.SSLContext` is used as is.
@@ -451,7 +538,8 @@ class ConsulAgent:
             loopback address (the agent is local).
         check_headers: Headers the agent sends with each check, e.g.
             ``{"Authorization": "Basic ..."}``. Consul stores them, so
-            passing credentials here is an explicit choice.
+            passing credentials here is an explicit choice. Errors name a
+            header, never show its value.
         check_tls_skip_verify: Whether the agent skips verifying the
             server's certificate when checking over HTTPS.
         check_tls_server_name: The name the agent expects in the server's
@@ -465,9 +553,13 @@ class ConsulAgent:
             still knows the service.
 
     Raises:
-        TypeError: An argument has the wrong type.
+        TypeError: An argument has the wrong type; the message names the
+            argument and the type, not the value.
         ValueError: An argument has a value Consul would refuse or that
-            makes no sense, including a malformed ``CONSUL_HTTP_ADDR``.
+            makes no sense, including a malformed ``CONSUL_HTTP_ADDR`` and a
+            token (or ``CONSUL_HTTP_TOKEN``) with control characters. No
+            message shows a token, a check header's value or the
+            credentials of an address.
         RuntimeError: The installed py-consul lacks an internal that
             prom_async relies on; the message names it.
 
@@ -500,7 +592,7 @@ class ConsulAgent:
     ) -> None:
         check_py_consul()
         if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {name!r}")
+            raise TypeError(f"name must be a str, got {_kind(name)}")
         if not name:
             raise ValueError("name must not be empty")
         self.name = name
@@ -508,7 +600,7 @@ class ConsulAgent:
         self.tags = _tags(tags)
         self.deregister = _bool("deregister", deregister)
         self._token, self._token_file = _token_source(
-            _optional_str("token", token)
+            _token("token", _optional_str("token", token))
         )
 
         self.agent = _agent_endpoint(
@@ -516,8 +608,8 @@ class ConsulAgent:
         )
         if not isinstance(agent_tls, bool | ssl.SSLContext):
             raise TypeError(
-                f"agent_tls must be a bool or an ssl.SSLContext, got "
-                f"{agent_tls!r}"
+                "agent_tls must be a bool or an ssl.SSLContext, got "
+                f"{_kind(agent_tls)}"
             )
         self._agent_tls = agent_tls
 
@@ -538,7 +630,10 @@ class ConsulAgent:
         if self.check_url is not None and not self.check_url.startswith(
             ("http://", "https://")
         ):
-            raise ValueError(f"check_url is not an http(s) URL: {check_url!r}")
+            raise ValueError(
+                "check_url must be an http(s) URL, got "
+                f"{redact_address(self.check_url)!r}"
+            )
         self.check_headers = _check_headers(check_headers)
         self.check_tls_skip_verify = _bool(
             "check_tls_skip_verify", check_tls_skip_verify
@@ -681,8 +776,25 @@ def _token_source(token: str | None) -> tuple[str | None, str | None]:
         return token, None
     from_env = os.environ.get("CONSUL_HTTP_TOKEN")
     if from_env:
-        return from_env, None
+        return _token("CONSUL_HTTP_TOKEN", from_env), None
     return None, os.environ.get("CONSUL_HTTP_TOKEN_FILE") or None
+
+
+def _token(source: str, token: str | None) -> str | None:
+    """
+    *token*, if it can go in a header; the error names *source*, never the
+    token.
+    """
+    if token is not None and not _is_header_safe(token):
+        raise ValueError(
+            f"{source} has control characters or surrounding whitespace; "
+            "an ACL token has none (it is sent in the X-Consul-Token header)"
+        )
+    return token
+
+
+def _is_header_safe(token: str) -> bool:
+    return token == token.strip() and token.isprintable()
 
 
 def _deregister_critical_after(value: float | None) -> float | None:
@@ -699,7 +811,7 @@ def _deregister_critical_after(value: float | None) -> float | None:
 
 def _bool(name: str, value: bool) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
+        raise TypeError(f"{name} must be a bool, got {_kind(value)}")
     return value
 
 
@@ -719,12 +831,19 @@ def _agent_endpoint(agent_address: str | None) -> AgentEndpoint:
 
 def _read_token_file(path: str) -> str | None:
     try:
-        return Path(path).read_text(encoding="utf-8").strip() or None
-    except (OSError, UnicodeDecodeError) as error:
-        logger.error(  # noqa: TRY400 -- the traceback adds nothing
-            "Cannot read the Consul token from CONSUL_HTTP_TOKEN_FILE "
-            "%r (%s); registering without a token.",
-            path,
-            getattr(error, "strerror", None) or error,
-        )
-        return None
+        token = Path(path).read_text(encoding="utf-8").strip() or None
+    except OSError as error:
+        problem = error.strerror or type(error).__name__
+    except UnicodeDecodeError:
+        problem = "it is not UTF-8"
+    else:
+        if token is None or _is_header_safe(token):
+            return token
+        problem = "the token in it has control characters"
+    logger.error(
+        "Cannot read the Consul token from CONSUL_HTTP_TOKEN_FILE %r (%s); "
+        "registering without a token.",
+        path,
+        problem,
+    )
+    return None

@@ -26,7 +26,11 @@ py-consul 1.8.0 (:data:`PROVEN_ON`):
 The transport turns a ``4xx`` answer into :class:`ConsulRegistrationError`
 (the status and Consul's reason) before py-consul's callback sees it: for a
 ``404`` that callback returns ``False`` or ``None`` instead of raising, and
-it keeps the status in only some of its messages.
+it keeps the status in only some of its messages. Any other answer that is
+not a ``2xx``, and a read whose body is not UTF-8 JSON, is an
+:class:`AgentAnswerError` (py-consul's callbacks would put the whole body in
+their message). Neither error holds the ACL token, should the agent or a
+proxy echo it.
 
 :func:`check_py_consul` tries each of them without any I/O (a dry run of the
 three calls prom_async makes, on a transport that only records), so a
@@ -52,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 
-from ._consul_errors import ConsulRegistrationError
+from ._consul_errors import ConsulRegistrationError, summarize_reason
 
 
 try:
@@ -73,6 +77,7 @@ __all__ = [
     "DEFAULT_AGENT_ADDRESS",
     "PROVEN_ON",
     "UNREACHABLE",
+    "AgentAnswerError",
     "AgentClient",
     "AgentEndpoint",
     "check_py_consul",
@@ -89,6 +94,41 @@ DEFAULT_AGENT_PORT: Final = 8500
 # in check_py_consul() with a message, not here with an AttributeError.
 _ConsulBase: Any = getattr(consul.base, "Consul", object)
 _HTTPClientBase: Any = getattr(consul.base, "HTTPClient", object)
+
+
+class AgentAnswerError(consul.exceptions.ConsulException):  # type: ignore[misc]
+    """
+    The agent answered, but not with something prom_async can use: a
+    status that is neither ``2xx`` nor ``4xx`` (a ``5xx`` above all), or a
+    read whose body is not UTF-8, not JSON, or JSON of the wrong shape.
+
+    Attributes:
+        status: The HTTP status of the answer.
+
+    Its text says what was wrong in a few words, never the body.
+    """
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+
+    @classmethod
+    def error_status(cls, status: int, body: str) -> AgentAnswerError:
+        """
+        An answer with an error status and *body* as its reason.
+        """
+        return cls(
+            status, f"Consul answered {status}: {summarize_reason(body)}"
+        )
+
+    @classmethod
+    def unusable(cls, status: int, problem: str) -> AgentAnswerError:
+        """
+        A successful answer whose body has *problem*, e.g. ``"a body that
+        is not JSON"``.
+        """
+        return cls(status, f"Consul answered {status} with {problem}")
+
 
 #: The agent could not be asked, or answered with a server error.
 UNREACHABLE: Final = (
@@ -123,35 +163,84 @@ def parse_agent_address(address: str, *, default_scheme: str) -> AgentEndpoint:
     Parse ``host:port`` or ``scheme://host:port`` like ``CONSUL_HTTP_ADDR``.
 
     Raises:
-        ValueError: The address is not one of those forms.
+        ValueError: The address is not one of those forms. The message
+            shows the address without credentials, query or fragment.
     """
-    if not address.strip():
-        raise ValueError("the Consul agent address is empty")
     spec = address.strip()
+    if not spec:
+        raise ValueError("the Consul agent address is empty")
     with_scheme = "://" in spec
-    parts = urllib.parse.urlsplit(spec if with_scheme else f"//{spec}")
-    scheme = parts.scheme if with_scheme else default_scheme
     try:
-        port = parts.port
+        parts = urllib.parse.urlsplit(spec if with_scheme else f"//{spec}")
     except ValueError:
-        port = -1
-    if (
-        scheme not in ("http", "https")
-        or not parts.hostname
-        or port == -1
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.username
-    ):
+        parts = None
+    scheme = (
+        parts.scheme if parts is not None and with_scheme else default_scheme
+    )
+    problem = _address_problem(parts, scheme)
+    if parts is None or problem is not None:
         raise ValueError(
-            f"invalid Consul agent address {address!r}: expected "
-            "'host:port' or 'http(s)://host:port'"
+            f"invalid Consul agent address {redact_address(spec)!r} "
+            f"({problem}): expected 'host:port' or 'http(s)://host:port'"
         )
     return AgentEndpoint(
         scheme=scheme,
-        host=parts.hostname,
-        port=DEFAULT_AGENT_PORT if port is None else port,
+        host=str(parts.hostname),
+        port=DEFAULT_AGENT_PORT if parts.port is None else parts.port,
     )
+
+
+def _address_problem(  # noqa: PLR0911 -- one return per problem
+    parts: urllib.parse.SplitResult | None, scheme: str
+) -> str | None:
+    if parts is None:
+        return "it is not a URL"
+    if parts.username is not None or parts.password is not None:
+        return "credentials belong in token=, not in the address"
+    if scheme not in ("http", "https"):
+        return "the scheme is not http or https"
+    if not parts.hostname:
+        return "it has no host"
+    try:
+        parts.port  # noqa: B018 -- raises for a port that is not one
+    except ValueError:
+        return "the port is not a number in 0..65535"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "it has a path, query or fragment"
+    return None
+
+
+def redact_address(address: str) -> str:
+    """
+    *address* without what may be a secret in it: the credentials before
+    an ``@`` become ``***``, and a query or fragment is dropped.
+    """
+    scheme, separator, rest = address.rpartition("://")
+    if "://" in scheme or "@" in scheme:
+        return "***"
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    for mark in "?#":
+        if mark in rest:
+            rest = rest.partition(mark)[0] + mark + "***"
+    return f"{scheme}{separator}{rest}"
+
+
+def _unreadable(raw: bytes, content_type: str) -> str | None:
+    """
+    What makes *raw*, the body of a read, unusable, or ``None``.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a body that is not UTF-8"
+    if content_type == "text/html" or text.lstrip().startswith("<"):
+        return "an HTML page, not JSON"
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return "a body that is not JSON" if text.strip() else "no body"
+    return None
 
 
 class _Transport(_HTTPClientBase):  # type: ignore[misc]
@@ -194,12 +283,22 @@ class _Transport(_HTTPClientBase):  # type: ignore[misc]
         async with self._session.request(
             method, self.uri(path, params), headers=headers, data=data
         ) as response:
-            body = await response.text(encoding="utf-8")
-        if 400 <= response.status < 500:  # noqa: PLR2004 -- client errors
-            raise ConsulRegistrationError(response.status, body)
+            raw = await response.read()
+        status = response.status
+        body = raw.decode("utf-8", errors="replace")
+        if not 200 <= status < 300:  # noqa: PLR2004 -- success
+            token = (headers or {}).get("X-Consul-Token")
+            reason = body.replace(token, "***") if token else body
+            if 400 <= status < 500:  # noqa: PLR2004 -- client errors
+                raise ConsulRegistrationError(status, reason)
+            raise AgentAnswerError.error_status(status, reason)
+        if method == "GET":
+            problem = _unreadable(raw, response.content_type)
+            if problem is not None:
+                raise AgentAnswerError.unusable(status, problem)
         return callback(
             consul.base.Response(
-                code=response.status, headers=response.headers, body=body
+                code=status, headers=response.headers, body=body
             )
         )
 
@@ -280,16 +379,41 @@ class AgentClient(_ConsulBase):  # type: ignore[misc]
         The IDs of the services the agent has.
 
         Raises:
-            ConsulRegistrationError: The agent refused.
-            Exception: One of :data:`UNREACHABLE`.
+            ConsulRegistrationError: The agent refused the read (a
+                ``4xx``).
+            AgentAnswerError: The agent answered, but not with its
+                services: a ``5xx``, or a body that is not UTF-8, not
+                JSON, or not an object of services.
+            Exception: One of :data:`UNREACHABLE`: the agent could not be
+                asked.
         """
         services = await self.agent.services()
         if not isinstance(services, Mapping):
-            return frozenset()
+            raise AgentAnswerError.unusable(
+                HTTPStatus.OK,
+                f"{_json_kind(services)}, not an object of services",
+            )
+        if not all(isinstance(entry, Mapping) for entry in services.values()):
+            raise AgentAnswerError.unusable(
+                HTTPStatus.OK,
+                "a JSON object whose entries are not all services",
+            )
         return frozenset(services)
 
     async def close(self) -> None:
         await self.http.close()
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "JSON null"
+    if isinstance(value, bool):
+        return "a JSON boolean"
+    if isinstance(value, str):
+        return "a JSON string"
+    if isinstance(value, list):
+        return "a JSON array"
+    return "a JSON number"
 
 
 class _Recorder:
