@@ -29,8 +29,10 @@ application's ``asyncio.to_thread()`` waits, what it logged.
 ``--baseline DIR`` measures prom_async imported from the ``src`` directory
 *DIR* too (e.g. a copy of the version before a change), figure by figure,
 and prints both side by side with their ratio; ``--only`` picks which
-copies to measure.  Options of ``start_http_server`` that one copy lacks
-are left out for it (``--option NAME=VALUE``, e.g. ``write_timeout=5``).
+copies to measure, ``--current DIR`` another copy than this checkout's
+(e.g. ``git archive`` of a commit).  Options of ``start_http_server`` that
+one copy lacks are left out for it (``--option NAME=VALUE``, e.g.
+``write_timeout=5``).
 
     python benchmarks/bench_hostile.py --baseline /tmp/old/src
     python benchmarks/bench_hostile.py --figures readers --reader-seconds 5
@@ -309,7 +311,7 @@ async def start_exporter(
     arguments: argparse.Namespace,
     environment: dict[str, str] | None = None,
 ) -> Exporter:
-    source = arguments.baseline if name == BASELINE else str(SOURCE)
+    source = arguments.baseline if name == BASELINE else arguments.current
     env = dict(os.environ, **(environment or {}))
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [source, env.get("PYTHONPATH")])
@@ -899,6 +901,12 @@ async def run(arguments: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--serve", choices=FIGURES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--current",
+        metavar="DIR",
+        default=str(SOURCE),
+        help="the src directory of prom_async (default: this checkout's)",
+    )
     parser.add_argument(
         "--baseline",
         metavar="DIR",
