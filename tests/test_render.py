@@ -42,6 +42,7 @@ from prom_async.aio._render import (
     RegistryRenderer,
     RenderTimeoutError,
     _accepts_gzip,
+    _Render,
 )
 from prom_async.aio._render_families import (
     LazyRegistry,
@@ -624,6 +625,8 @@ class TestRegistryRendererPool:
             )
         collector.release.set()
         await held
+        # The thread counts itself free just after it handed the result.
+        await eventually(lambda: not pool.busy, what="the pool to be free")
         later = await renderer.render(
             accept=None, accept_encoding=None, names=None
         )
@@ -797,6 +800,32 @@ class TestRegistryRendererDeadline:
         await first
 
         assert (1, {}) == (held.calls, renderer._waiting)
+
+    async def test_render_that_returned_is_not_overdue(
+        self, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A render whose thread returned just as its render timeout passed
+        (its result not yet handed over) is not overdue."""
+        renderer = RegistryRenderer(registry)
+        render = _Render(0.0)
+        render.returned = True
+
+        renderer._overdue(render)
+
+        assert (set(), []) == (renderer._stall.overdue, warnings_of(caplog))
+
+    async def test_stall_is_told_once(
+        self, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A render that becomes overdue once a scrape told of the stall
+        is counted but not told again."""
+        renderer = RegistryRenderer(registry)
+        renderer._stall.told = True
+        render = _Render(0.0)
+
+        renderer._overdue(render)
+
+        assert ({render}, []) == (renderer._stall.overdue, warnings_of(caplog))
 
     async def test_no_time_left(
         self, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib.metadata
+import threading
 import types
 
 from collections import namedtuple
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -16,9 +20,12 @@ from prometheus_client import (
     values,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.openmetrics import exposition as openmetrics
 
-from prom_async.aio import _client_internals
+from fixtures_servers import eventually
+from prom_async.aio import _client_internals, _render_negotiation
 from prom_async.aio._client_internals import (
     LINE_ENCODING,
     VERSION,
@@ -33,6 +40,8 @@ from prom_async.aio._client_internals import (
     values_are_local,
 )
 from prom_async.aio._render_families import LazyRegistry
+from prom_async.aio._render_negotiation import negotiate
+from prom_async.aio._workers import WorkerPool
 
 
 #: The names line_encoding() takes from the OpenMetrics encoder's module.
@@ -367,3 +376,113 @@ class TestVersion:
         monkeypatch.setattr(importlib.metadata, "version", missing)
 
         assert "(version unknown)" == _client_internals._version()
+
+
+class TestNegotiate:
+    @pytest.mark.parametrize(
+        ("accept", "asked"),
+        [
+            (
+                "application/openmetrics-text; version=1.0.0.42",
+                "application/openmetrics-text; version=1.0.0",
+            ),
+            (
+                "application/openmetrics-text; version=1.5",
+                "application/openmetrics-text; version=1.0.0",
+            ),
+            (
+                "application/openmetrics-text; version=2.3.1",
+                "application/openmetrics-text; version=2.0.0",
+            ),
+            (
+                "application/openmetrics-text; version=99999.0.0",
+                "application/openmetrics-text; version=1.0.0",
+            ),
+            (
+                (
+                    "application/openmetrics-text; version=2.1;"
+                    " escaping=allow-utf-8"
+                ),
+                (
+                    "application/openmetrics-text; version=2.0.0;"
+                    " escaping=allow-utf-8"
+                ),
+            ),
+        ],
+    )
+    def test_openmetrics_versions_are_brought_to_two(
+        self, registry: CollectorRegistry, accept: str, asked: str
+    ) -> None:
+        """An OpenMetrics version is negotiated as 1.0.0 below 2, else as
+        2.0.0 (a major version of four digits or more as 1.0.0)."""
+        Gauge("depth", "Depth.", registry=registry).set(3)
+        encoder, content_type = choose_encoder(asked)
+
+        negotiated = negotiate(accept)
+
+        assert (content_type, encoder(registry)) == (
+            negotiated.content_type,
+            negotiated.encoder(registry),
+        )
+
+    @pytest.mark.parametrize(
+        "keywords",
+        [{}, {"version": 1}, {"version": "1.0.0.7", "escaping": 2}],
+        ids=["no-version", "version-not-text", "escaping-not-text"],
+    )
+    def test_encoder_of_other_keywords(
+        self, monkeypatch: pytest.MonkeyPatch, keywords: dict[str, object]
+    ) -> None:
+        """An OpenMetrics encoder without a version that is text is used
+        as the library chose it; one with an escaping that is not text is
+        asked for without it."""
+        chosen = functools.partial(openmetrics.generate_latest, **keywords)
+        calls = []
+
+        def choosing(accept: str) -> tuple[Any, str]:
+            calls.append(accept)
+            return chosen, "chosen"
+
+        monkeypatch.setattr(_render_negotiation, "choose_encoder", choosing)
+
+        negotiated = negotiate("application/openmetrics-text")
+
+        assert (chosen, "chosen") == negotiated
+        assert len(calls) == (2 if "escaping" in keywords else 1)
+        assert "escaping" not in calls[-1]
+
+
+class TestWorkerPool:
+    async def test_cancelled_job_does_not_run(self) -> None:
+        """A job whose future is cancelled before a thread takes it is
+        dropped; one cancelled while it runs is left cancelled."""
+        pool = WorkerPool("test-cancel", workers=1)
+        entered, release = threading.Event(), threading.Event()
+        ran: list[str] = []
+
+        def holding() -> None:
+            entered.set()
+            release.wait(60)
+            ran.append("holding")
+
+        running = pool.run(holding)
+        assert await asyncio.to_thread(entered.wait, 60)
+        waiting = pool.run(ran.append, "waiting")
+        running.cancel()
+        waiting.cancel()
+        release.set()
+        await eventually(lambda: not pool.busy, what="the pool to be idle")
+
+        assert (["holding"], True, True) == (
+            ran,
+            running.cancelled(),
+            waiting.cancelled(),
+        )
+
+    async def test_forked_child_starts_afresh(self) -> None:
+        """After a fork, the pool has no threads or jobs, and runs new
+        jobs in threads of its own."""
+        pool = WorkerPool("test-fork", workers=1)
+        pool._forget_threads()
+
+        assert (0, 7) == (pool.busy, await pool.run(lambda: 7))

@@ -83,10 +83,18 @@ class SharedBody(payload.Payload):
         """
         view = memoryview(self._body)
         for start in range(0, len(view), CHUNK):
-            await self._in_time(writer.write(view[start : start + CHUNK]))
+            await self._in_time(
+                self._send(writer, view[start : start + CHUNK])
+            )
             # Other connections' chunks go out between two of this one.
             await asyncio.sleep(0)
-        await self._in_time(writer.drain())
+
+    @staticmethod
+    async def _send(writer: AbstractStreamWriter, chunk: memoryview) -> None:
+        await writer.write(chunk)
+        # The writer drains only every other chunk by itself; at most one
+        # chunk is then added to a transport buffer below its high mark.
+        await writer.drain()
 
     async def _in_time(self, step: Awaitable[Any]) -> None:
         loop = asyncio.get_running_loop()
