@@ -30,6 +30,8 @@ from prometheus_client.exposition import choose_encoder
 
 from fixtures_servers import Serve, eventually
 from prom_async.aio import _render, _render_lines, _web_handler
+from prom_async.aio._auth import Authenticator, Verdict
+from prom_async.aio._render_negotiation import negotiate
 from prom_async.aio._web_body import CHUNK, SharedBody
 from prom_async.aio._workers import RENDERS
 from prom_async.aio.web import add_metrics_route, metrics_handler
@@ -527,6 +529,27 @@ class TestAcceptVersions:
         assert len(renderer._lines._told) <= 1
         assert [] == told(caplog)
 
+    def test_every_header_probes_few_layouts(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Whatever versions and escapings are asked for, the line encoder
+        probes no more layouts than it keeps outcomes of."""
+        monkeypatch.setattr(_render_lines, "_probed", {})
+        lines = _render_lines.LineEncoder()
+        escapings = ["allow-utf-8", "underscores", "dots", "values", "x"]
+        versions = ["", "0.0.4", "1.0.0", "1.0.0.9", "1.9", "2.0.0", "3.1"]
+        for media_type in ("application/openmetrics-text", "text/plain"):
+            for version in versions:
+                for escaping in escapings:
+                    lines.layout(
+                        negotiate(
+                            f"{media_type}; version={version}; "
+                            f"escaping={escaping}"
+                        ).encoder
+                    )
+
+        assert len(_render_lines._probed) <= 12 < _render_lines._KEPT_LAYOUTS
+
     @pytest.mark.parametrize(
         "accept",
         [
@@ -584,6 +607,44 @@ class TestAcceptVersions:
 
         assert headers["Content-Type"].startswith(
             "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        )
+
+
+class TestCredentialVerdicts:
+    @pytest.mark.parametrize(
+        "refusal",
+        [(Verdict.DENIED, 401, None), (Verdict.BUSY, 429, "1")],
+        ids=["denied", "busy"],
+    )
+    async def test_refusals(
+        self,
+        registry: CollectorRegistry,
+        http: aiohttp.ClientSession,
+        monkeypatch: pytest.MonkeyPatch,
+        refusal: tuple[Verdict, int, str | None],
+    ) -> None:
+        """A wrong credential gets 401; one the checks have no room for
+        gets 429 with Retry-After: 1; both with the challenges."""
+        verdict, status, retry_after = refusal
+
+        async def deciding(_self: Authenticator, _header: object) -> Verdict:
+            return verdict
+
+        monkeypatch.setattr(Authenticator, "verdict", deciding)
+        app = web.Application()
+        add_metrics_route(app, registry=registry, bearer_token="s3cr3t")
+        async with serving(app) as root:
+            answered, headers, _ = await get(
+                http,
+                root + "metrics",
+                {"Authorization": "Bearer guess"},
+                timeout=GUARD,
+            )
+
+        assert (status, retry_after, ['Bearer realm="metrics"']) == (
+            answered,
+            headers.get("Retry-After"),
+            headers.getall("WWW-Authenticate"),
         )
 
 

@@ -91,6 +91,9 @@ _KEPT_TEXTS = 1 << 17
 # Escaped labels of samples (bucket bounds, states) kept per metric.
 _KEPT_PAIRS = 256
 # Layouts whose probe outcome is kept; past them, the library encodes.
+# Negotiation leaves at most 12 (the text format and OpenMetrics 1.0.0 and
+# 2.0.0, each with four escapings): the bound guards against a library
+# that tells more of what a client sends apart.
 _KEPT_LAYOUTS = 32
 # What a series' samples have of own labels before the first (never read).
 _NO_PAIRS: dict[str, str] = {}
@@ -782,7 +785,7 @@ def _probe_outcome(
             "PROMETHEUS_MULTIPROC_DIR"
         )
     if len(_probed) >= _KEPT_LAYOUTS:
-        # Not naming the layout: the versions asked for are any strings.
+        # Not naming the layout: what it holds may come from a client.
         return f"{_KEPT_LAYOUTS} layouts were probed already"
     differs = _compare_on_probe(layout, encoder, escapers)
     reason = _probed[key] = None if differs is None else f"{layout}: {differs}"

@@ -6,10 +6,10 @@ write, which copies what the socket does not take at once into the
 transport's buffer: a client that does not read pins a copy of the whole
 body, and many clients at once make the event loop copy megabytes in one
 step.  :class:`SharedBody` writes slices of the one body that every scrape
-of a render shares, one chunk at a time: aiohttp's payload writer waits for
-the transport to drain once it has more than a chunk buffered, and the loop
-runs other tasks between two chunks.  A write that does not drain within the
-write timeout aborts the connection.
+of a render shares, one chunk at a time, each followed by a wait for the
+transport to drain below its high-water mark, and the loop runs other tasks
+between two chunks: a connection holds at most that mark and a chunk.  A
+chunk that does not drain within the write timeout aborts the connection.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ class SharedBody(payload.Payload):
 
     async def write(self, writer: AbstractStreamWriter) -> None:
         """
-        Write the body to *writer* chunk by chunk, then wait for it to
-        drain; abort the connection when a step takes too long.
+        Write the body to *writer* chunk by chunk, each drained before the
+        next; abort the connection when a chunk takes too long.
 
         Raises:
             ConnectionResetError: The connection was aborted, or closed.

@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from ._auth import Authenticator
+from ._auth import Authenticator, Verdict
 from ._collect import SCRAPE_TIMEOUT_HEADER, run_hooks, scrape_budget
 from ._options import check_seconds
 from ._render import (
@@ -117,10 +117,11 @@ class MetricsEndpoint:
         """
         started = asyncio.get_running_loop().time()
         asked = _headers(request)
-        if not await self._authenticator.is_authorized(
+        verdict = await self._authenticator.verdict(
             asked.get(hdrs.AUTHORIZATION)
-        ):
-            return _unauthorized(self._authenticator)
+        )
+        if verdict is not Verdict.GRANTED:
+            return _refused(self._authenticator, verdict)
         scrape_timeout = asked.get(SCRAPE_TIMEOUT_HEADER)
         await run_hooks(self.registry, scrape_timeout)
         budget = scrape_budget(scrape_timeout)
@@ -198,10 +199,21 @@ def _names(request: RequestLike) -> frozenset[str] | None:
     return frozenset(names) or None
 
 
-def _unauthorized(authenticator: Authenticator) -> web.Response:
+def _refused(authenticator: Authenticator, verdict: Verdict) -> web.Response:
+    """
+    401 for a credential that is missing or wrong; 429 when too many
+    credential checks wait already (the client may retry in a second).
+    """
     headers: CIMultiDict[str] = CIMultiDict()
     for challenge in authenticator.challenges:
         headers.add(hdrs.WWW_AUTHENTICATE, challenge)
+    if verdict is Verdict.BUSY:
+        headers[hdrs.RETRY_AFTER] = "1"
+        return web.Response(
+            status=429,
+            text="429: too many credential checks at once; retry later\n",
+            headers=headers,
+        )
     return web.Response(
         status=401, text="401: credentials required\n", headers=headers
     )
@@ -248,7 +260,9 @@ def metrics_handler(
 
     Returns:
         The handler; scrapes without a valid credential (when one is
-        configured) get ``401`` with ``WWW-Authenticate``. A collector that
+        configured) get ``401`` with ``WWW-Authenticate``, and ``429``
+        with ``Retry-After: 1`` when too many credential checks are
+        waiting already. A collector that
         raises (``SystemExit`` included) gets ``500`` and its traceback
         logged. Like :func:`server_stats`, it also takes a stand-in for the
         request.
