@@ -17,7 +17,19 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from ._web_handler import add_metrics_routes, landing_page, metrics_endpoint
+from ._options import check_seconds
+from ._web_connections import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    ConnectionLimits,
+    ExporterServer,
+)
+from ._web_handler import (
+    DEFAULT_RENDER_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+    metrics_endpoint,
+)
+from ._web_routes import ExporterRoutes
 
 
 if TYPE_CHECKING:
@@ -40,7 +52,9 @@ __all__ = [
 log = logging.getLogger("prom_async.aio.web")
 
 METRICS_PATH: Final = "/metrics"
-_SHUTDOWN_TIMEOUT: Final = 5.0
+# Seconds a request being answered is given when the server closes, then
+# as many for its handler to end once cancelled.
+_SHUTDOWN_TIMEOUT: Final = 1.0
 _THREAD_NAME: Final = "prom_async-metrics-exporter"
 # Binding one more address of a name can fail on hosts without IPv6.
 _UNAVAILABLE_ADDRESS_ERRORS: Final = frozenset(
@@ -90,7 +104,7 @@ class MetricsHTTPServer:
     def __init__(
         self,
         *,
-        runner: web.AppRunner,
+        runner: web.BaseRunner,
         sockets: tuple[Socket, ...],
         https: bool,
         requires_auth: bool,
@@ -179,6 +193,11 @@ def _validate(
     ssl_ctx: object,
     service_discovery: object,
     registry: object,
+    *,
+    idle_timeout: object = DEFAULT_IDLE_TIMEOUT,
+    header_timeout: object = DEFAULT_HEADER_TIMEOUT,
+    render_timeout: object = DEFAULT_RENDER_TIMEOUT,
+    write_timeout: object = DEFAULT_WRITE_TIMEOUT,
 ) -> None:
     if not isinstance(addr, str):
         raise TypeError(f"addr must be a string, not {type(addr).__name__}")
@@ -209,6 +228,10 @@ def _validate(
             "registry must be a prometheus_client.CollectorRegistry, not "
             f"{type(registry).__name__}"
         )
+    check_seconds("idle_timeout", idle_timeout)
+    check_seconds("header_timeout", header_timeout)
+    check_seconds("render_timeout", render_timeout)
+    check_seconds("write_timeout", write_timeout)
 
 
 async def _listen_addresses(addr: str, port: int) -> list[str]:
@@ -224,7 +247,7 @@ async def _listen_addresses(addr: str, port: int) -> list[str]:
 
 
 async def _bind(
-    runner: web.AppRunner,
+    runner: web.BaseRunner,
     addr: str,
     port: int,
     ssl_ctx: ssl.SSLContext | None,
@@ -251,7 +274,7 @@ class _PortTakenOnAnotherAddressError(Exception):
 
 
 async def _bind_all(
-    runner: web.AppRunner,
+    runner: web.BaseRunner,
     hosts: list[str],
     port: int,
     ssl_ctx: ssl.SSLContext | None,
@@ -293,12 +316,22 @@ async def start_http_server(
     registry: CollectorRegistry = REGISTRY,
     basic_auth_users: Mapping[str, str] | None = None,
     bearer_token: str | None = None,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    render_timeout: float = DEFAULT_RENDER_TIMEOUT,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
 ) -> MetricsHTTPServer:
     """
     Serve *registry* over HTTP(S) from the running event loop.
 
     The metrics are rendered off the event loop, so scrapes of even a large
-    registry do not stall the application.
+    registry do not stall the application. Whatever a client sends, its
+    connection costs a bounded buffer for a bounded time: a request with a
+    body gets ``413`` and its connection is closed, and one that has sent
+    more than 1 MiB that no request has consumed yet (pipelined requests,
+    say) is aborted. A request the HTTP parser refuses gets ``400`` and is
+    logged as one line at INFO, without a byte of it (at most one such
+    line every 10 seconds, which counts those left out).
 
     Args:
         addr: The interface to listen on; ``""`` listens on all of them,
@@ -315,6 +348,20 @@ async def start_http_server(
             extra).
         bearer_token: Require ``Authorization: Bearer <bearer_token>`` on
             ``/metrics``.
+        idle_timeout: Close a connection that sends nothing for this many
+            seconds, before its first request or between two. Prometheus
+            keeps its connection open between scrapes; one that is closed
+            is opened again at the next scrape.
+        header_timeout: Close a connection whose request head (the request
+            line and the headers) has not all arrived this many seconds
+            after its first byte did.
+        render_timeout: Seconds a scrape may take for its scrape hooks and
+            its render together, less when the scraper sends a shorter
+            timeout; past it the scrape gets ``503`` (see
+            :func:`metrics_handler`).
+        write_timeout: Seconds a client may take to read each 64 KiB of an
+            answer, or to read anything of an answer it has stopped
+            reading; past it the connection is aborted.
 
     Returns:
         The running server.
@@ -325,26 +372,38 @@ async def start_http_server(
         OSError: The address cannot be listened on (e.g. port in use).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       *idle_timeout*, *header_timeout*, *render_timeout* and
+       *write_timeout*; requests with a body refused.
     """
-    _validate(addr, port, ssl_ctx, service_discovery, registry)
-    app = web.Application()
+    _validate(
+        addr,
+        port,
+        ssl_ctx,
+        service_discovery,
+        registry,
+        idle_timeout=idle_timeout,
+        header_timeout=header_timeout,
+        render_timeout=render_timeout,
+        write_timeout=write_timeout,
+    )
     endpoint = metrics_endpoint(
         registry=registry,
         basic_auth_users=basic_auth_users,
         bearer_token=bearer_token,
+        render_timeout=render_timeout,
+        write_timeout=write_timeout,
     )
-    add_metrics_routes(app, METRICS_PATH, endpoint)
-    landing = landing_page(METRICS_PATH)
-
-    async def serve_landing_page(_: web.Request) -> web.Response:
-        return web.Response(
-            body=landing, content_type="text/html", charset="utf-8"
-        )
-
-    app.router.add_get("/", serve_landing_page)
-    runner = web.AppRunner(
-        app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT
+    web_server = ExporterServer(
+        ExporterRoutes(endpoint, METRICS_PATH).answer,
+        ConnectionLimits(
+            idle_timeout=float(idle_timeout),
+            header_timeout=float(header_timeout),
+            write_timeout=float(write_timeout),
+        ),
+        log,
     )
+    runner = web.ServerRunner(web_server, shutdown_timeout=_SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
         sockets = await _bind(runner, addr, port, ssl_ctx)
@@ -506,6 +565,10 @@ def start_http_server_in_thread(
     registry: CollectorRegistry = REGISTRY,
     basic_auth_users: Mapping[str, str] | None = None,
     bearer_token: str | None = None,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    render_timeout: float = DEFAULT_RENDER_TIMEOUT,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
 ) -> ThreadedMetricsHTTPServer:
     """
     Start :func:`start_http_server` in a new event loop in a daemon thread.
@@ -524,12 +587,29 @@ def start_http_server_in_thread(
         OSError: The address cannot be listened on (e.g. port in use).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       *idle_timeout*, *header_timeout*, *render_timeout* and
+       *write_timeout*.
     """
-    _validate(addr, port, ssl_ctx, service_discovery, registry)
+    _validate(
+        addr,
+        port,
+        ssl_ctx,
+        service_discovery,
+        registry,
+        idle_timeout=idle_timeout,
+        header_timeout=header_timeout,
+        render_timeout=render_timeout,
+        write_timeout=write_timeout,
+    )
     started: concurrent.futures.Future[MetricsHTTPServer] = (
         concurrent.futures.Future()
     )
     loop = asyncio.new_event_loop()
+    executor = concurrent.futures.ThreadPoolExecutor(
+        thread_name_prefix=f"{_THREAD_NAME}-executor"
+    )
+    loop.set_default_executor(executor)
 
     def run() -> None:
         asyncio.set_event_loop(loop)
@@ -544,6 +624,10 @@ def start_http_server_in_thread(
                         registry=registry,
                         basic_auth_users=basic_auth_users,
                         bearer_token=bearer_token,
+                        idle_timeout=idle_timeout,
+                        header_timeout=header_timeout,
+                        render_timeout=render_timeout,
+                        write_timeout=write_timeout,
                     )
                 )
             except BaseException as error:  # noqa: BLE001 -- handed over
@@ -554,10 +638,10 @@ def start_http_server_in_thread(
         finally:
             try:
                 loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
+                _shut_down(executor)
 
     thread = threading.Thread(target=run, name=_THREAD_NAME, daemon=True)
     thread.start()
@@ -574,6 +658,19 @@ def start_http_server_in_thread(
             )
         raise
     return ThreadedMetricsHTTPServer(server, loop, thread)
+
+
+def _shut_down(executor: concurrent.futures.Executor) -> None:
+    # Waits for the jobs of the loop's default executor, as the loop's
+    # shutdown_default_executor() does, but not for one that hangs.
+    waiting = threading.Thread(
+        target=executor.shutdown,
+        kwargs={"cancel_futures": True},
+        name=f"{_THREAD_NAME}-closing",
+        daemon=True,
+    )
+    waiting.start()
+    waiting.join(_SHUTDOWN_TIMEOUT)
 
 
 def _close_once_started(
