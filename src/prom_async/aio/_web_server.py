@@ -153,6 +153,10 @@ class MetricsHTTPServer:
         """
         Deregister from service discovery, then stop serving.
 
+        Idle connections are closed at once; a request still being answered
+        gets a second to finish, then is cancelled (a render stuck in a
+        collector goes on in its thread, which does not keep the program
+        from exiting). So this takes two seconds at most, once deregistered.
         Closing twice does nothing the second time.
         """
         if self._closed:
@@ -522,7 +526,10 @@ class ThreadedMetricsHTTPServer:
         """
         Deregister, stop the server, close its loop and join its thread.
 
-        Blocks until all of that is done; closing twice does nothing the
+        Blocks until all of that is done, as long as
+        :meth:`MetricsHTTPServer.close` takes and a second more at most for
+        what the application runs in the loop's default executor (a job
+        that hangs there is not waited for); closing twice does nothing the
         second time.
 
         Raises:
