@@ -256,7 +256,7 @@ def metrics_handler(
             collector holds one thread, not one per scrape), with one
             warning logged, naming the collector being collected.
         write_timeout: Seconds the client may take to read each chunk
-            (64 KiB) of a larger body; past it the connection is aborted.
+            (16 KiB) of a larger body; past it the connection is aborted.
 
     Returns:
         The handler; scrapes without a valid credential (when one is
