@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -487,6 +488,65 @@ class TestParserErrors:
             if record.name.startswith("aiohttp")
         ]
 
+    @pytest.mark.parametrize(
+        "target",
+        [b"http://[::1/metrics", b"http://metrics:99999999/metrics"],
+        ids=["unclosed-ipv6", "port-out-of-range"],
+    )
+    async def test_unreadable_urls(self, registry, clients, caplog, target):
+        """URLs that aiohttp 3.10's parser lets through but yarl refuses
+        get 400 and one line, not asyncio's tracebacks."""
+        caplog.set_level(logging.INFO)
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry
+        ) as server:
+            client = await connect(clients, server.socket.port)
+            await client.send(
+                b"GET " + target + b" HTTP/1.1\r\nHost: m\r\n\r\n"
+            )
+            answer = await client.answer()
+
+            assert 400 == answer.status
+            assert await client.closed_by_server()
+        (told,) = [
+            record
+            for record in caplog.records
+            if record.levelno >= logging.INFO
+        ]
+        assert told.getMessage().startswith(
+            "rejected a malformed request from a client: 400 "
+        )
+
+    async def test_request_that_cannot_be_made(
+        self, registry, clients, caplog, monkeypatch
+    ):
+        """A request aiohttp cannot make a request object of gets 400 and
+        its connection is closed."""
+
+        class Refusing(web.BaseRequest):
+            def __init__(self, message: Any, *args: Any) -> None:
+                if message.path == "/refused":
+                    raise ValueError(TOKEN)
+                super().__init__(message, *args)
+
+        monkeypatch.setattr(_web_connections.web, "BaseRequest", Refusing)
+        caplog.set_level(logging.INFO)
+        async with await start_http_server(
+            addr=LOOPBACK, registry=registry
+        ) as server:
+            client = await connect(clients, server.socket.port)
+            await client.send(b"GET /refused HTTP/1.1\r\nHost: m\r\n\r\n")
+            answer = await client.answer()
+
+            assert (400, "close") == (
+                answer.status,
+                answer.headers["connection"],
+            )
+            assert await client.closed_by_server()
+        assert [
+            "rejected a malformed request from a client: 400 ValueError"
+        ] == [record.getMessage() for record in caplog.records]
+
     async def test_left_out_lines_are_counted(
         self, registry, clients, caplog, monkeypatch
     ):
@@ -577,7 +637,7 @@ class TestParserErrorLog:
     @pytest.mark.parametrize("given", ["tuple", "current"])
     def test_exception_given_otherwise(self, caplog, given):
         """The exception comes as an exc_info tuple or as the one being
-        handled; a rejection aiohttp logs at DEBUG stays at DEBUG."""
+        handled; a rejection is told at INFO whatever aiohttp's level."""
         caplog.set_level(logging.DEBUG)
         quiet = ParserErrorLog(logging.getLogger("prom_async.aio.web"))
         try:
@@ -591,8 +651,7 @@ class TestParserErrorLog:
         ((level, message),) = [
             (record.levelno, record.getMessage()) for record in caplog.records
         ]
-        expected = logging.DEBUG if given == "tuple" else logging.INFO
-        assert expected == level
+        assert logging.INFO == level
         assert TOKEN not in message
 
     def test_other_levels(self, caplog):
@@ -642,9 +701,17 @@ class RecordingHandler:
 class FakeTransport:
     def __init__(self) -> None:
         self.aborted = False
+        self.closed = False
+        self.written = b""
 
     def abort(self) -> None:
         self.aborted = True
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @pytest.fixture
@@ -731,6 +798,32 @@ class TestConnectionGuard:
 
         assert (False, True) == (before, transport.aborted)
         assert MAX_UNHANDLED_BYTES == len(handler.received)
+
+    async def test_parser_that_raises(self, guarded, caplog):
+        """An error out of aiohttp's parser that is not its own is a 400,
+        a closed connection and one line without a traceback."""
+        caplog.set_level(logging.INFO)
+        guard, handler, transport = guarded
+
+        def raising(data: bytes) -> None:
+            raise ValueError(TOKEN)
+
+        handler.data_received = raising  # type: ignore[method-assign]
+        guard.data_received(SCRAPE)
+        guard.data_received(SCRAPE)
+
+        assert transport.written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert (True, False) == (transport.closed, transport.aborted)
+        assert [
+            (
+                logging.INFO,
+                None,
+                "rejected a malformed request from a client: 400 ValueError",
+            )
+        ] == [
+            (record.levelno, record.exc_info, record.getMessage())
+            for record in caplog.records
+        ]
 
     async def test_delegates(self, guarded):
         """The protocol's other events reach aiohttp's protocol."""

@@ -25,12 +25,17 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from yarl import URL
 
 from ._web_body import DEFAULT_WRITE_TIMEOUT
 
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from aiohttp.abc import AbstractStreamWriter
+    from aiohttp.http_parser import RawRequestMessage
+    from aiohttp.streams import StreamReader
 
 
 __all__ = [
@@ -96,10 +101,12 @@ class ExporterServer(web.Server):
         self._answer = answer
         self.limits = limits
         self.guards: dict[web.RequestHandler, _ConnectionGuard] = {}
+        self.parser_log = ParserErrorLog(log)
         super().__init__(
             self._handle,
+            request_factory=self._build_request,
             access_log=None,
-            logger=ParserErrorLog(log),
+            logger=self.parser_log,
             # The guards close idle connections; aiohttp's own timer, which
             # 3.10 starts only after a first request, is a later backstop.
             keepalive_timeout=limits.idle_timeout + limits.header_timeout,
@@ -116,13 +123,43 @@ class ExporterServer(web.Server):
     def __call__(self) -> _ConnectionGuard:  # type: ignore[override]
         return _ConnectionGuard(super().__call__(), self)
 
+    def _build_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        loop = asyncio.get_running_loop()
+        try:
+            return web.BaseRequest(
+                message, payload, protocol, writer, task, loop
+            )
+        except ValueError as error:
+            # aiohttp 3.10's parser lets URLs through that yarl refuses.
+            self.parser_log.rejected(error)
+            return _RefusedRequest(
+                message._replace(url=URL("/")),
+                payload,
+                protocol,
+                writer,
+                task,
+                loop,
+            )
+
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         guard = self.guards.get(request.protocol, _UNGUARDED)
         guard.request_started()
         keep_alive = False
         try:
-            response = await self._answer(request)
-            if request.body_exists:
+            if isinstance(request, _RefusedRequest):
+                response: web.StreamResponse = web.Response(
+                    status=400, text="400: Bad Request"
+                )
+            else:
+                response = await self._answer(request)
+            if request.body_exists or isinstance(request, _RefusedRequest):
                 response.force_close()
             try:
                 # Written here rather than by aiohttp, so that the guard
@@ -138,12 +175,23 @@ class ExporterServer(web.Server):
         return response
 
 
+class _RefusedRequest(web.BaseRequest):
+    """
+    A request whose URL could not be read, made with ``/`` instead; it is
+    answered ``400``.
+    """
+
+
 _IDLE: Final = "idle"
 _HEAD: Final = "head"
 _SENT: Final = "sent"
 _BUSY: Final = "busy"
 _CLOSED: Final = "closed"
 _LINE_ENDS: Final = b"\r\n"
+_BAD_REQUEST: Final = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+    b"Connection: close\r\n\r\n"
+)
 
 
 class _ConnectionGuard(asyncio.Protocol):
@@ -219,8 +267,19 @@ class _ConnectionGuard(asyncio.Protocol):
         head, rest = self._split_head(data)
         self._head_size += len(head)
         self._held += rest
-        if self._check_unhandled():
+        if not self._check_unhandled():
+            return
+        try:
             self._handler.data_received(head)
+        except Exception as error:  # noqa: BLE001 -- whatever the parser raises
+            # aiohttp 3.10 lets some errors out of its parser (yarl's,
+            # about URLs); asyncio would log them with their traceback.
+            self._server.parser_log.rejected(error)
+            self._state = _CLOSED
+            self._held.clear()
+            assert self._transport is not None  # noqa: S101 -- connected
+            self._transport.write(_BAD_REQUEST)
+            self._transport.close()
 
     def request_started(self) -> None:
         """
@@ -328,11 +387,11 @@ class ParserErrorLog:
 
     aiohttp logs a request its parser refuses at ERROR, with a traceback
     and a message that quotes the offending bytes (an ``Authorization``
-    header among them).  Here such a rejection is one INFO line (DEBUG if
-    aiohttp asked for DEBUG) with the status and the exception's class
-    only; other errors are ERROR lines with their traceback.  Each kind
-    gets a line every :data:`LOG_INTERVAL` seconds at most; the next line
-    counts those left out.
+    header among them).  Here such a rejection is one INFO line with the
+    status and the exception's class only; other errors are told at their
+    level, with their traceback.  Each kind gets a line every
+    :data:`LOG_INTERVAL` seconds at most; the next line counts those left
+    out.
     """
 
     def __init__(self, log: logging.Logger) -> None:
@@ -372,14 +431,7 @@ class ParserErrorLog:
         # exception's class is told, or the bare message.
         error = _exception_of(exc_info)
         if isinstance(error, HttpProcessingError):
-            left_out = self._rejections.allow()
-            if left_out is not None:
-                self._log.log(
-                    min(level, logging.INFO),
-                    "rejected a malformed request from a client: 400 %s%s",
-                    type(error).__name__,
-                    _left_out(left_out),
-                )
+            self.rejected(error)
             return
         left_out = self._failures.allow()
         if left_out is None:
@@ -393,6 +445,18 @@ class ParserErrorLog:
                 type(error).__name__,
                 _left_out(left_out),
                 exc_info=error,
+            )
+
+    def rejected(self, error: BaseException) -> None:
+        """
+        Tell of a request refused with ``400`` because of *error*.
+        """
+        left_out = self._rejections.allow()
+        if left_out is not None:
+            self._log.info(
+                "rejected a malformed request from a client: 400 %s%s",
+                type(error).__name__,
+                _left_out(left_out),
             )
 
 
