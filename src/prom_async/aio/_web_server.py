@@ -363,9 +363,9 @@ async def start_http_server(
             its render together, less when the scraper sends a shorter
             timeout; past it the scrape gets ``503`` (see
             :func:`metrics_handler`).
-        write_timeout: Seconds a client may take to read each 64 KiB of an
-            answer, or to read anything of an answer it has stopped
-            reading; past it the connection is aborted.
+        write_timeout: Seconds a client may take to read each chunk of a
+            large answer, or anything of an answer it has stopped reading;
+            past it the connection is aborted (see :func:`metrics_handler`).
 
     Returns:
         The running server.
