@@ -10,6 +10,8 @@ aiohttp one request head at a time: what a client sends past a head waits in
 the guard until that request is answered, so a flood of pipelined requests
 costs a bounded buffer, not a queue of parsed requests.  The exporter's
 requests have no body; one that has is answered and its connection closed.
+aiohttp's logger is a :class:`ParserErrorLog`, which tells of a refused
+request in one line without a byte of it.
 """
 
 from __future__ import annotations
@@ -153,13 +155,13 @@ class ExporterServer(web.Server):
         guard.request_started()
         keep_alive = False
         try:
-            if isinstance(request, _RefusedRequest):
-                response: web.StreamResponse = web.Response(
-                    status=400, text="400: Bad Request"
-                )
-            else:
-                response = await self._answer(request)
-            if request.body_exists or isinstance(request, _RefusedRequest):
+            refused = isinstance(request, _RefusedRequest)
+            response = (
+                web.Response(status=400, text="400: Bad Request")
+                if refused
+                else await self._answer(request)
+            )
+            if refused or request.body_exists:
                 response.force_close()
             try:
                 # Written here rather than by aiohttp, so that the guard
