@@ -349,6 +349,12 @@ async def stop_exporter(exporter: Exporter) -> None:
         print(f"  {exporter.name}: not stopped after 30 s; killed")
         exporter.process.kill()
         await exporter.process.wait()
+    else:
+        if exporter.process.returncode:
+            print(
+                f"  {exporter.name}: the exporter's process exited with "
+                f"{exporter.process.returncode}"
+            )
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
@@ -619,19 +625,22 @@ def basic_auth(password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {credentials}"}
 
 
-def server_connections(port: int) -> Counter[str]:
+def server_connections(port: int, clients: set[int]) -> Counter[str]:
     """
-    The states of the server's side of its connections on *port*.
+    The states of the server's side (on *port*) of the connections from
+    the ports *clients*.
     """
     states: Counter[str] = Counter()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), Path(table).open() as lines:
             next(lines)
             for line in lines:
-                fields = line.split()
-                local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                if local_port == port and fields[3] != "0A":
-                    states[TCP_STATES.get(fields[3], fields[3])] += 1
+                local, remote, state = line.split()[1:4]
+                if (
+                    int(local.rsplit(":", 1)[1], 16) == port
+                    and int(remote.rsplit(":", 1)[1], 16) in clients
+                ):
+                    states[TCP_STATES.get(state, state)] += 1
     return states
 
 
@@ -645,6 +654,7 @@ class Readers:
         self.open: set[socket.socket] = set()
         self.received = 0
         self.seen: Counter[str] = Counter()
+        self.ports: set[int] = set()
 
     async def connect(self, port: int, count: int, rcvbuf: int) -> None:
         loop = asyncio.get_running_loop()
@@ -661,6 +671,7 @@ class Readers:
             await loop.sock_connect(reader, ("127.0.0.1", port))
             await loop.sock_sendall(reader, request)
         self.open = set(self.sockets)
+        self.ports = {reader.getsockname()[1] for reader in self.sockets}
 
     def read_a_byte(self) -> None:
         """
@@ -713,7 +724,7 @@ async def figure_readers(
                 readers.read_a_byte()
             peak = max(peak, exporter.memory())
             held_by_second.append(
-                server_connections(exporter.port)["established"]
+                server_connections(exporter.port, readers.ports)["established"]
             )
             if second % 5 == 0 or second == arguments.reader_seconds:
                 timeline.append(
@@ -721,7 +732,7 @@ async def figure_readers(
                     f"/{held_by_second[-1]}held"
                 )
         end = exporter.memory()
-        states = server_connections(exporter.port)
+        states = server_connections(exporter.port, readers.ports)
         logs = await exporter.ask("log")
     finally:
         readers.close()
@@ -838,7 +849,7 @@ def report(title: str, results: dict[str, Rows]) -> None:
             continue
         line = f"{label:<{width}}" + "".join(f"  {t:>14}" for t in texts)
         numbers = [v for v in values if isinstance(v, int | float)]
-        if len(numbers) == 2 and numbers[1] and not math.isnan(numbers[1]):
+        if len(numbers) == 2 and all(0 < v < math.inf for v in numbers):
             line += f"  {numbers[0] / numbers[1]:>19.2f}x"
         print(line)
 
