@@ -650,6 +650,37 @@ class TestCredentialVerdicts:
         )
 
 
+class TestRenderDeadline:
+    @pytest.mark.parametrize(
+        ("hooks_took", "header", "expected"),
+        [
+            (0.0, None, 10.0),
+            (0.0, "bogus", 10.0),
+            (0.0, "6", 5.75),
+            (5.75, "6", 6.0),
+            (3.0, "6", 5.75),
+            (0.0, "0.2", 0.1),
+            (0.1, "0.2", 0.2),
+            (0.0, "30", 10.0),
+            (9.9, "30", 10.0),
+        ],
+    )
+    def test_rule(
+        self, hooks_took: float, header: str | None, expected: float
+    ) -> None:
+        """The render ends by the render timeout, and by the scraper's
+        timeout less its offset, as the hooks do; but after hooks that took
+        that long, it still has the offset's share of the scraper's
+        timeout."""
+        started = 100.0
+
+        deadline = _web_handler._render_deadline(
+            started, started + hooks_took, header, 10.0
+        )
+
+        assert expected == pytest.approx(deadline - started)
+
+
 class TestTimeoutOptions:
     def test_defaults(self) -> None:
         """The defaults are exported for the servers to share."""

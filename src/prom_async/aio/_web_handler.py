@@ -109,11 +109,7 @@ class MetricsEndpoint:
 
     async def handle(self, request: RequestLike) -> web.Response:
         """
-        Answer one scrape.
-
-        The scrape's hooks and its render share one deadline, counted from
-        now: the render timeout, or the scraper's timeout less its offset
-        when that is sooner.
+        Answer one scrape, within the deadline of :func:`_render_deadline`.
         """
         started = asyncio.get_running_loop().time()
         asked = _headers(request)
@@ -124,18 +120,18 @@ class MetricsEndpoint:
             return _refused(self._authenticator, verdict)
         scrape_timeout = asked.get(SCRAPE_TIMEOUT_HEADER)
         await run_hooks(self.registry, scrape_timeout)
-        budget = scrape_budget(scrape_timeout)
-        allowed = (
-            self._render_timeout
-            if budget is None
-            else min(budget, self._render_timeout)
+        deadline = _render_deadline(
+            started,
+            asyncio.get_running_loop().time(),
+            scrape_timeout,
+            self._render_timeout,
         )
         try:
             exposition = await self._renderer.render(
                 accept=asked.get(hdrs.ACCEPT),
                 accept_encoding=asked.get(hdrs.ACCEPT_ENCODING),
                 names=_names(request),
-                deadline=started + allowed,
+                deadline=deadline,
             )
         except RenderTimeoutError:
             # The renderer logs once per stall, not once per scrape.
@@ -168,6 +164,31 @@ class MetricsEndpoint:
                 write_timeout=self._write_timeout,
             )
         return web.Response(body=body, headers=headers)
+
+
+def _render_deadline(
+    started: float,
+    hooked: float,
+    scrape_timeout: str | None,
+    render_timeout: float,
+) -> float:
+    """
+    When a scrape that *started* and whose hooks were done at *hooked*
+    (loop times) stops waiting for its render.
+
+    Within *render_timeout* of the start, always.  With a scraper's
+    timeout, by that timeout less its offset
+    (:func:`~._collect.scrape_budget`, which the hooks have too), but never
+    with less than the offset's share left after the hooks: a hung hook
+    leaves the render that share, and the scrape still fits the scraper's
+    timeout.
+    """
+    latest = started + render_timeout
+    budget = scrape_budget(scrape_timeout)
+    if scrape_timeout is None or budget is None:
+        return latest
+    share = float(scrape_timeout) - budget
+    return min(latest, max(started + budget, hooked + share))
 
 
 def _headers(request: RequestLike) -> Mapping[str, str]:
@@ -248,15 +269,19 @@ def metrics_handler(
         bearer_token: Require ``Authorization: Bearer <bearer_token>``.
             With both options, either credential is accepted.
         render_timeout: Seconds a scrape may take for its scrape hooks and
-            its render together; a scraper's
-            ``X-Prometheus-Scrape-Timeout-Seconds`` (less
-            :data:`~prom_async.aio.collect.SCRAPE_TIMEOUT_OFFSET`) shortens
-            it. A scrape past it gets ``503``, and so does every scrape of
-            the registry while a render runs longer than this (a hung
-            collector holds one thread, not one per scrape), with one
-            warning logged, naming the collector being collected.
+            its render together (default 10). A scraper's
+            ``X-Prometheus-Scrape-Timeout-Seconds`` shortens it to that
+            timeout less
+            :data:`~prom_async.aio.collect.SCRAPE_TIMEOUT_OFFSET`, as for
+            the hooks, but leaves the render the offset's share after hooks
+            that took their whole time. A scrape past it gets ``503``, and
+            so does every scrape of the registry at once while a render
+            runs longer than this (a hung collector holds one thread, not
+            one per scrape), with one warning logged per stall, naming the
+            collector being collected.
         write_timeout: Seconds the client may take to read each chunk
-            (16 KiB) of a larger body; past it the connection is aborted.
+            (16 KiB) of a larger body (default 10); past it the connection
+            is aborted.
 
     Returns:
         The handler; scrapes without a valid credential (when one is
