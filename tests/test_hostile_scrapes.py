@@ -224,7 +224,8 @@ class TestHungCollector:
         of any format, encoding, name[] or version get 503 at once, one
         warning in all; one worker is taken; renders resume once it
         returns."""
-        busy = RENDERS.busy
+        # Renders of earlier tests, released at their end, may be returning.
+        await eventually(lambda: not RENDERS.busy, what="no render running")
         app = web.Application()
         add_metrics_route(app, registry=registry, render_timeout=0.2)
         async with serving(app) as root:
@@ -246,7 +247,7 @@ class TestHungCollector:
             ):
                 status, _, _ = await get(http, url + query, headers)
                 statuses.append(status)
-            taken = RENDERS.busy - busy
+            taken = RENDERS.busy
             hung.release.set()
             await eventually(lambda: not stall.overdue, what="it to return")
             after, _, body = await get(http, url, timeout=GUARD)
