@@ -352,8 +352,9 @@ class TestRequestBody:
             )
 
     async def test_client_that_leaves_leaves_nothing(self, registry, clients):
-        """A client that leaves after the head of a chunked GET leaves no
-        connection or task behind (aiohttp lingered 10 s for the body)."""
+        """A client that leaves once answered, after the head of a chunked
+        GET, leaves no connection or task behind (aiohttp lingered 10 s for
+        the body)."""
         async with await start_http_server(
             addr=LOOPBACK, registry=registry
         ) as server:
@@ -362,6 +363,7 @@ class TestRequestBody:
                 b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n"
             )
+            await client.answer()
             await client.close()
 
             await eventually(
