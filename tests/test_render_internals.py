@@ -479,6 +479,14 @@ class TestWorkerPool:
             waiting.cancelled(),
         )
 
+    async def test_free_once_the_result_is_in(self) -> None:
+        """A full pool has room again as soon as a job's result is in."""
+        pool = WorkerPool("test-room", workers=1, max_pending=0)
+
+        results = [await pool.run(lambda n=n: n) for n in range(50)]
+
+        assert (list(range(50)), 0) == (results, pool.busy)
+
     async def test_forked_child_starts_afresh(self) -> None:
         """After a fork, the pool has no threads or jobs, and runs new
         jobs in threads of its own."""

@@ -133,36 +133,39 @@ class WorkerPool:
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
-            try:
-                if not job.future.cancelled():
-                    self._do(job)
-            finally:
-                with self._lock:
-                    self._active -= 1
-            del job
-
-    @staticmethod
-    def _do(job: _Job) -> None:
-        outcome: tuple[bool, object]
-        try:
-            outcome = (True, job.function(*job.args))
-        except Exception as error:  # noqa: BLE001 -- handed to the loop
-            outcome = (False, error)
-        except BaseException as error:  # noqa: BLE001 -- never re-raised
-            interrupted = JobInterruptedError(
-                f"{job.function!r} raised {type(error).__name__}"
-            )
-            interrupted.__cause__ = error
-            outcome = (False, interrupted)
-        # A closed loop raises RuntimeError: nobody waits for the outcome.
-        with contextlib.suppress(RuntimeError):
-            job.loop.call_soon_threadsafe(_settle, job.future, outcome)
+            outcome = None if job.future.cancelled() else _outcome(job)
+            # Free before the outcome is handed over: whoever awaited it may
+            # run the next job at once, and must find room for it.
+            with self._lock:
+                self._active -= 1
+            if outcome is not None:
+                # A closed loop raises RuntimeError: nobody waits for it.
+                with contextlib.suppress(RuntimeError):
+                    job.loop.call_soon_threadsafe(_settle, job.future, outcome)
+            del job, outcome
 
     def _forget_threads(self) -> None:
         # A forked child has none of its parent's threads or jobs.
         self._lock = threading.Lock()
         self._jobs = queue.SimpleQueue()
         self._threads = self._active = 0
+
+
+def _outcome(job: _Job) -> tuple[bool, object]:
+    """
+    Run *job*: what it returned, or what it raised (a ``BaseException`` as
+    a :class:`JobInterruptedError`).
+    """
+    try:
+        return (True, job.function(*job.args))
+    except Exception as error:  # noqa: BLE001 -- handed to the loop
+        return (False, error)
+    except BaseException as error:  # noqa: BLE001 -- never re-raised
+        interrupted = JobInterruptedError(
+            f"{job.function!r} raised {type(error).__name__}"
+        )
+        interrupted.__cause__ = error
+        return (False, interrupted)
 
 
 def _settle(future: asyncio.Future[Any], outcome: tuple[bool, object]) -> None:
