@@ -32,9 +32,8 @@ from prom_async.aio._workers import CREDENTIAL_CHECKS
 FLOOD = 24
 #: How many checks the pool takes at once, running or waiting.
 CAPACITY = CREDENTIAL_CHECKS.workers + (CREDENTIAL_CHECKS.max_pending or 0)
-#: What the server answers a guess the pool has no room for (to be 429
-#: once the handler tells Verdict.BUSY from DENIED).
-BUSY_STATUS = 401
+#: What the server answers a guess the pool has no room for.
+BUSY_STATUS = 429
 TOKEN = "s3cret-token-value"
 #: A user name an attacker sends; it must never reach the log.
 STRANGER = "stranger-zq7"
