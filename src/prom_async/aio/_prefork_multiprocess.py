@@ -28,6 +28,8 @@ from ._client_internals import values_are_local
 from ._families import family
 from ._prefork_hooks import ArbiterLike, GunicornHooks, WorkerLike
 from ._prefork_options import ExporterOptions
+from ._web_connections import DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT
+from ._web_handler import DEFAULT_RENDER_TIMEOUT, DEFAULT_WRITE_TIMEOUT
 
 
 __all__ = [
@@ -159,6 +161,10 @@ class MultiprocessExporter(GunicornHooks):
         basic_auth_users: See
             :func:`~prom_async.aio.web.start_http_server`.
         bearer_token: See :func:`~prom_async.aio.web.start_http_server`.
+        idle_timeout: See :func:`~prom_async.aio.web.start_http_server`.
+        header_timeout: See :func:`~prom_async.aio.web.start_http_server`.
+        render_timeout: See :func:`~prom_async.aio.web.start_http_server`.
+        write_timeout: See :func:`~prom_async.aio.web.start_http_server`.
         start_timeout: Seconds ``when_ready`` waits for the exporter to
             listen.
         stop_timeout: Seconds ``on_exit`` waits for it to end before it
@@ -193,6 +199,10 @@ class MultiprocessExporter(GunicornHooks):
         service_discovery: ServiceDiscovery | None = None,
         basic_auth_users: Mapping[str, str] | None = None,
         bearer_token: str | None = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        render_timeout: float = DEFAULT_RENDER_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
     ) -> None:
@@ -215,6 +225,10 @@ class MultiprocessExporter(GunicornHooks):
             service_discovery=service_discovery,
             basic_auth_users=basic_auth_users,
             bearer_token=bearer_token,
+            idle_timeout=idle_timeout,
+            header_timeout=header_timeout,
+            render_timeout=render_timeout,
+            write_timeout=write_timeout,
         )
         self._options.check(port, CollectorRegistry())
         self.port = port

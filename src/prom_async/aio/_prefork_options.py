@@ -31,6 +31,10 @@ class ExporterOptions:
     service_discovery: ServiceDiscovery | None
     basic_auth_users: Mapping[str, str] | None
     bearer_token: str | None
+    idle_timeout: float
+    header_timeout: float
+    render_timeout: float
+    write_timeout: float
 
     def check(self, port: int, registry: CollectorRegistry) -> None:
         """
@@ -38,7 +42,15 @@ class ExporterOptions:
         for these options, without starting anything.
         """
         _validate(
-            self.addr, port, self.ssl_ctx, self.service_discovery, registry
+            self.addr,
+            port,
+            self.ssl_ctx,
+            self.service_discovery,
+            registry,
+            idle_timeout=self.idle_timeout,
+            header_timeout=self.header_timeout,
+            render_timeout=self.render_timeout,
+            write_timeout=self.write_timeout,
         )
         Authenticator(
             basic_auth_users=self.basic_auth_users,
@@ -59,4 +71,8 @@ class ExporterOptions:
             registry=registry,
             basic_auth_users=self.basic_auth_users,
             bearer_token=self.bearer_token,
+            idle_timeout=self.idle_timeout,
+            header_timeout=self.header_timeout,
+            render_timeout=self.render_timeout,
+            write_timeout=self.write_timeout,
         )

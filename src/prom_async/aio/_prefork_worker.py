@@ -19,6 +19,8 @@ from ..types import ServiceDiscovery
 from ._client_internals import values_are_local
 from ._prefork_hooks import in_gunicorn, worker_slot
 from ._prefork_options import ExporterOptions
+from ._web_connections import DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT
+from ._web_handler import DEFAULT_RENDER_TIMEOUT, DEFAULT_WRITE_TIMEOUT
 from ._web_server import MetricsHTTPServer
 
 
@@ -40,6 +42,10 @@ def worker_exporter(
     registry: CollectorRegistry = REGISTRY,
     basic_auth_users: Mapping[str, str] | None = None,
     bearer_token: str | None = None,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    render_timeout: float = DEFAULT_RENDER_TIMEOUT,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """
     An exporter of its own for each worker process that runs the
@@ -69,6 +75,10 @@ def worker_exporter(
         basic_auth_users: See
             :func:`~prom_async.aio.web.start_http_server`.
         bearer_token: See :func:`~prom_async.aio.web.start_http_server`.
+        idle_timeout: See :func:`~prom_async.aio.web.start_http_server`.
+        header_timeout: See :func:`~prom_async.aio.web.start_http_server`.
+        render_timeout: See :func:`~prom_async.aio.web.start_http_server`.
+        write_timeout: See :func:`~prom_async.aio.web.start_http_server`.
 
     Returns:
         A cleanup context, for ``app.cleanup_ctx.append(...)``. Starting it
@@ -98,6 +108,10 @@ def worker_exporter(
         service_discovery=service_discovery,
         basic_auth_users=basic_auth_users,
         bearer_token=bearer_token,
+        idle_timeout=idle_timeout,
+        header_timeout=header_timeout,
+        render_timeout=render_timeout,
+        write_timeout=write_timeout,
     )
     options.check(base_port or 0, registry)
 
