@@ -10,6 +10,8 @@ tests/test_prefork.py runs all of it under a real gunicorn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import os
 import signal
@@ -17,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.parse
 import urllib.request
 
 from collections.abc import Iterator
@@ -34,6 +37,7 @@ from fixtures_servers import eventually
 from prom_async.aio import (
     _prefork_hooks,
     _prefork_multiprocess,
+    _prefork_options,
     _prefork_worker,
 )
 from prom_async.aio.prefork import (
@@ -52,6 +56,64 @@ from prom_async.aio.web import start_http_server
 
 arbiter_module = pytest.importorskip("gunicorn.arbiter")
 worker_module = pytest.importorskip("gunicorn.workers.base")
+
+#: The connection and scrape timeouts, each a value of its own so that one
+#: passed on as another shows; idle_timeout short enough to be seen.
+TIMEOUTS = {
+    "idle_timeout": 0.2,
+    "header_timeout": 7.0,
+    "render_timeout": 8.0,
+    "write_timeout": 9.0,
+}
+#: Timeouts the prefork ways refuse where they are given, and the messages.
+BAD_TIMEOUTS = pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        (
+            {"idle_timeout": "75"},
+            TypeError,
+            "idle_timeout must be a number of seconds, not str",
+        ),
+        (
+            {"idle_timeout": 0},
+            ValueError,
+            "idle_timeout must be positive and finite, not 0",
+        ),
+        (
+            {"header_timeout": True},
+            TypeError,
+            "header_timeout must be a number of seconds, not bool",
+        ),
+        (
+            {"header_timeout": float("inf")},
+            ValueError,
+            "header_timeout must be positive and finite, not inf",
+        ),
+        (
+            {"render_timeout": None},
+            TypeError,
+            "render_timeout must be a number of seconds, not NoneType",
+        ),
+        (
+            {"render_timeout": -1},
+            ValueError,
+            "render_timeout must be positive and finite, not -1",
+        ),
+        (
+            {"write_timeout": "10"},
+            TypeError,
+            "write_timeout must be a number of seconds, not str",
+        ),
+        (
+            {"write_timeout": float("nan")},
+            ValueError,
+            "write_timeout must be positive and finite, not nan",
+        ),
+    ],
+)
+#: Seconds within which an idle connection must be closed: a guard against
+#: hangs, not a speed claim.
+CLOSED_WITHIN = 10.0
 
 
 def fake_arbiter(
@@ -107,6 +169,41 @@ def signals_restored() -> Iterator[None]:
     for number, handler in saved.items():
         if handler is not None and signal.getsignal(number) != handler:
             signal.signal(number, handler)
+
+
+@pytest.fixture
+def started_with(monkeypatch) -> list[dict[str, Any]]:
+    """
+    The options given to start_http_server by the prefork ways, whose
+    exporters start as they would.
+    """
+    recorded: list[dict[str, Any]] = []
+    start = _prefork_options.start_http_server
+
+    async def recording(**options: Any) -> Any:
+        recorded.append(options)
+        return await start(**options)
+
+    monkeypatch.setattr(_prefork_options, "start_http_server", recording)
+    return recorded
+
+
+async def closed_when_idle(port: int) -> bool:
+    """
+    Whether the exporter on *port* closes a connection that sends nothing.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await asyncio.wait_for(reader.read(), CLOSED_WITHIN)
+    except ConnectionError:
+        pass
+    except TimeoutError:
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return True
 
 
 class TestGunicornHooks:
@@ -316,6 +413,59 @@ class TestWorkerExporter:
         with pytest.raises(error, match=match):
             worker_exporter(**options)
 
+    @BAD_TIMEOUTS
+    def test_bad_timeouts(self, options, error, message):
+        """A timeout that is not a positive finite number is refused where
+        it is given, naming the option."""
+        with pytest.raises(error) as raised:
+            worker_exporter(**options)
+
+        assert message == str(raised.value)
+
+    async def test_timeouts_reach_the_exporter(self, registry, started_with):
+        """The four timeouts reach start_http_server, and its exporter
+        closes a connection that sends nothing after idle_timeout."""
+        app = web.Application()
+        app.cleanup_ctx.append(
+            worker_exporter(addr="127.0.0.1", registry=registry, **TIMEOUTS)
+        )
+
+        runner = await started(app)
+        try:
+            closed = await closed_when_idle(app[EXPORTER_KEY].socket.port)
+        finally:
+            await runner.cleanup()
+
+        assert closed
+        assert [TIMEOUTS] == [
+            {name: options[name] for name in TIMEOUTS}
+            for options in started_with
+        ]
+
+
+class TestExporterOptions:
+    @pytest.mark.parametrize(
+        ("way", "chosen"),
+        [(worker_exporter, {"port"}), (MultiprocessExporter, {"registry"})],
+        ids=["worker_exporter", "MultiprocessExporter"],
+    )
+    def test_every_option_of_the_exporter(self, way, chosen):
+        """Each prefork way takes every option of start_http_server, with
+        its type and default, but what it chooses itself."""
+        theirs = inspect.signature(start_http_server).parameters
+        ours = inspect.signature(way).parameters
+
+        assert [] == [
+            name
+            for name, option in theirs.items()
+            if name not in chosen
+            and (
+                name not in ours
+                or (ours[name].annotation, ours[name].default)
+                != (option.annotation, option.default)
+            )
+        ]
+
 
 class TestInprogressGauge:
     def test_livesum(self, registry):
@@ -361,6 +511,15 @@ class TestMultiprocessExporterOptions:
         """A wrong option is refused where it is given."""
         with pytest.raises(error, match=match):
             MultiprocessExporter(**options)
+
+    @BAD_TIMEOUTS
+    def test_bad_timeouts(self, multiproc_dir, options, error, message):
+        """A timeout that is not a positive finite number is refused by the
+        constructor, naming the option."""
+        with pytest.raises(error) as raised:
+            MultiprocessExporter(**options)
+
+        assert message == str(raised.value)
 
     def test_not_started(self, multiproc_dir):
         """Before when_ready, there is no process and no URL."""
@@ -642,6 +801,34 @@ class TestServeDirectory:
         assert "the gunicorn master is gone: the exporter stops" == (
             caplog.records[0].getMessage()
         )
+
+    async def test_timeouts_reach_the_exporter(
+        self, multiproc_dir, started_with
+    ):
+        """The four timeouts reach start_http_server, and its exporter
+        closes a connection that sends nothing after idle_timeout."""
+        multiproc_dir.mkdir()
+        reports: list[dict[str, Any]] = []
+        serving = asyncio.create_task(
+            MultiprocessExporter(addr="127.0.0.1", **TIMEOUTS)._serve(
+                reports.append,
+                lambda: True,
+            )
+        )
+        await eventually(lambda: reports, what="the report")
+        try:
+            closed = await closed_when_idle(
+                urllib.parse.urlsplit(reports[0]["metrics_url"]).port
+            )
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        assert 0 == await serving
+        assert closed
+        assert [TIMEOUTS] == [
+            {name: options[name] for name in TIMEOUTS}
+            for options in started_with
+        ]
 
     async def test_reports_a_failed_start(self, multiproc_dir):
         """An exporter that cannot start reports why."""
