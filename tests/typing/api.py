@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -32,6 +32,7 @@ from prom_async.aio.http import (
     server_middleware,
 )
 from prom_async.aio.loop import LoopMonitor
+from prom_async.aio.prefork import MultiprocessExporter, worker_exporter
 from prom_async.aio.push import (
     Pusher,
     PushError,
@@ -42,6 +43,8 @@ from prom_async.aio.sd import ConsulAgent, ConsulRegistrationError
 from prom_async.aio.web import (
     MetricsHTTPServer,
     ThreadedMetricsHTTPServer,
+    add_metrics_route,
+    metrics_handler,
     start_http_server,
     start_http_server_in_thread,
 )
@@ -198,6 +201,49 @@ async def serving() -> None:
     # The registry must be a registry, the agent a ServiceDiscovery.
     await start_http_server(registry=REQUEST_TIME)  # type: ignore[arg-type]
     await start_http_server(service_discovery="consul")  # type: ignore[arg-type]
+
+
+async def timeouts() -> None:
+    # Seconds, int or float, for the connections and the scrapes.
+    server: MetricsHTTPServer = await start_http_server(
+        idle_timeout=75,
+        header_timeout=10.0,
+        render_timeout=5,
+        write_timeout=2.5,
+    )
+    threaded: ThreadedMetricsHTTPServer = start_http_server_in_thread(
+        idle_timeout=30.0,
+        header_timeout=5,
+        render_timeout=9.5,
+        write_timeout=10,
+    )
+    handler: Callable[[web.Request], Awaitable[web.Response]] = (
+        metrics_handler(render_timeout=5, write_timeout=2.5)
+    )
+    app = web.Application()
+    add_metrics_route(app, render_timeout=9.5, write_timeout=10)
+    app.cleanup_ctx.append(
+        worker_exporter(
+            idle_timeout=75,
+            header_timeout=10.0,
+            render_timeout=5,
+            write_timeout=2.5,
+        )
+    )
+    hooks: MultiprocessExporter = MultiprocessExporter(
+        idle_timeout=30.0,
+        header_timeout=5,
+        render_timeout=9.5,
+        write_timeout=10,
+    )
+    print(server, threaded, handler, hooks)
+    # A timeout is a number of seconds, not a string.
+    await start_http_server(idle_timeout="75")  # type: ignore[arg-type]
+    start_http_server_in_thread(header_timeout="10")  # type: ignore[arg-type]
+    metrics_handler(render_timeout="5")  # type: ignore[arg-type]
+    add_metrics_route(app, write_timeout="10")  # type: ignore[arg-type]
+    worker_exporter(render_timeout="5")  # type: ignore[arg-type]
+    MultiprocessExporter(write_timeout="10")  # type: ignore[arg-type]
 
 
 async def instrumenting_a_service() -> None:
