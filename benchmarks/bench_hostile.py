@@ -44,6 +44,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import math
 import os
@@ -120,15 +121,31 @@ class LogCounter:
 
 class Ticker:
     """
-    Wakes every millisecond; records how late each wake-up is.
+    Wakes every millisecond; records how late each wake-up is, and the
+    garbage collector's longest pause meanwhile (in any thread: it holds
+    the GIL).
     """
 
     def __init__(self) -> None:
         self.lateness: list[float] = []
         self._task: asyncio.Task[None] | None = None
+        self._collecting = 0.0
+        self._longest = (0.0, -1)
+        self._collections: Counter[int] = Counter()
+
+    def _collected(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._collecting = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._collecting
+        self._collections[info["generation"]] += 1
+        self._longest = max(self._longest, (pause, info["generation"]))
 
     def start(self) -> None:
         self.lateness = []
+        self._longest = (0.0, -1)
+        self._collections = Counter()
+        gc.callbacks.append(self._collected)
         self._task = asyncio.create_task(self._tick())
 
     async def _tick(self) -> None:
@@ -140,17 +157,21 @@ class Ticker:
             self.lateness.append(woke - due)
             due = woke + period
 
-    async def stop(self) -> dict[str, float]:
+    async def stop(self) -> dict[str, Any]:
         assert self._task is not None
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        gc.callbacks.remove(self._collected)
         late = sorted(self.lateness) or [math.nan]
         return {
             "wakeups": len(self.lateness),
             "p50": percentile(late, 0.5),
             "p99": percentile(late, 0.99),
             "max": late[-1],
+            "gc_longest": self._longest[0],
+            "gc_longest_generation": self._longest[1],
+            "gc_gen2": self._collections[2],
         }
 
 
@@ -628,19 +649,21 @@ def basic_auth(password: str) -> dict[str, str]:
 def server_connections(port: int, clients: set[int]) -> Counter[str]:
     """
     The states of the server's side (on *port*) of the connections from
-    the ports *clients*.
+    the ports *clients*; ``unsent`` counts the bytes in their kernel send
+    queues.
     """
     states: Counter[str] = Counter()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), Path(table).open() as lines:
             next(lines)
             for line in lines:
-                local, remote, state = line.split()[1:4]
+                local, remote, state, queues = line.split()[1:5]
                 if (
                     int(local.rsplit(":", 1)[1], 16) == port
                     and int(remote.rsplit(":", 1)[1], 16) in clients
                 ):
                     states[TCP_STATES.get(state, state)] += 1
+                    states["unsent"] += int(queues.split(":")[0], 16)
     return states
 
 
@@ -746,7 +769,11 @@ async def figure_readers(
         "RSS growth per reader MB": (end - start) / count,
         "RSS over time": " ".join(timeline),
         "server still holding at the end": states["established"],
-        "server side at the end": tally(Counter(states)) or "none",
+        "server side at the end": tally(
+            Counter({k: v for k, v in states.items() if k != "unsent"})
+        )
+        or "none",
+        "kernel send queues at the end MB": states["unsent"] / 2**20,
         "first cut off after s": cut[0] if cut else math.nan,
         "all cut off after s": next(
             (s for s, held in enumerate(held_by_second, 1) if not held),
@@ -811,6 +838,11 @@ async def figure_lateness(name: str, arguments: argparse.Namespace) -> Rows:
             f"{r['max'] * 1e3:.0f}" for r in rounds
         ),
         "p99 lateness ms (worst round)": max(r["p99"] for r in rounds) * 1e3,
+        "longest GC pause per round ms": " ".join(
+            f"{r['gc_longest'] * 1e3:.0f}(gen{r['gc_longest_generation']})"
+            for r in rounds
+        ),
+        "full (gen 2) collections": sum(r["gc_gen2"] for r in rounds),
         "p50 lateness ms (median round)": statistics.median(
             r["p50"] for r in rounds
         )
