@@ -28,6 +28,7 @@ from typing import Final, NamedTuple
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from ._client_internals import metric_name
 from ._render_families import LazyRegistry, Progress, encode_by_family
 from ._render_lines import LineEncoder
 from ._render_negotiation import negotiate
@@ -387,7 +388,7 @@ def _describe_collector(collector: object) -> str:
     kind = type(collector)
     described = f"{kind.__module__}.{kind.__qualname__}"
     if isinstance(collector, MetricWrapperBase):
-        described += f" {getattr(collector, '_name', '')!r}"
+        described += f" {metric_name(collector)!r}"
     return described
 
 
