@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 
 from collections.abc import Iterator
@@ -523,3 +526,42 @@ class TestConstruction:
             Authenticator(bearer_token=token)
 
         assert TOKEN not in str(raised.value)
+
+
+class TestExit:
+    def test_exit_waits_for_running_checks(self):
+        """A program that exits while a check runs waits for it: bcrypt's
+        native code in a daemon thread at the interpreter's end aborts the
+        process (SIGABRT) on Python 3.11 to 3.13."""
+        program = textwrap.dedent(
+            """
+            import asyncio, threading, time
+            import bcrypt
+            from prom_async.aio._workers import CREDENTIAL_CHECKS
+
+            password_hash = bcrypt.hashpw(b"x", bcrypt.gensalt(4))
+            started = threading.Event()
+
+            def check_for_a_while():
+                started.set()
+                until = time.monotonic() + 0.5
+                while time.monotonic() < until:
+                    bcrypt.checkpw(b"wrong", password_hash)
+
+            async def main():
+                CREDENTIAL_CHECKS.run(check_for_a_while)
+                await asyncio.to_thread(started.wait)
+
+            asyncio.run(main())
+            """
+        )
+
+        finished = subprocess.run(
+            [sys.executable, "-c", program],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert (0, "") == (finished.returncode, finished.stderr)

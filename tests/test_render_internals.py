@@ -494,3 +494,43 @@ class TestWorkerPool:
         pool._forget_threads()
 
         assert (0, 7) == (pool.busy, await pool.run(lambda: 7))
+
+    async def test_finish_waits_for_running_jobs(self) -> None:
+        """finish() waits for the running job, and no job starts after
+        it."""
+        pool = WorkerPool("test-finish", workers=1)
+        entered, release = threading.Event(), threading.Event()
+        ran: list[str] = []
+
+        def holding() -> None:
+            entered.set()
+            release.wait(60)
+            ran.append("holding")
+
+        pool.run(holding)
+        assert await asyncio.to_thread(entered.wait, 60)
+        pool.run(ran.append, "after")
+        finishing = asyncio.create_task(asyncio.to_thread(pool.finish, 60))
+        release.set()
+        finished = await finishing
+        await eventually(lambda: not pool.busy, what="the pool to be idle")
+
+        assert (True, ["holding"]) == (finished, ran)
+
+    async def test_finish_gives_up_on_a_hung_job(self) -> None:
+        """finish() returns False when a job still runs after its wait."""
+        pool = WorkerPool("test-finish-hung", workers=1)
+        entered, release = threading.Event(), threading.Event()
+
+        def holding() -> None:
+            entered.set()
+            release.wait(60)
+
+        pool.run(holding)
+        assert await asyncio.to_thread(entered.wait, 60)
+        try:
+            finished = await asyncio.to_thread(pool.finish, 0.05)
+        finally:
+            release.set()
+
+        assert finished is False

@@ -14,6 +14,7 @@ loop as a ``BaseException``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import queue
@@ -76,20 +77,35 @@ class WorkerPool:
         workers: How many threads at most.
         max_pending: How many jobs may wait for a thread, at most;
             :data:`None` for no bound.
+        exit_wait: When the interpreter exits, start no more jobs and wait
+            up to this many seconds for those running; :data:`None` to
+            wait for none.  For jobs in native code that must not be
+            running when the interpreter ends its daemon threads: bcrypt's
+            (Rust) aborts the process then, on Python 3.11 to 3.13.
     """
 
     def __init__(
-        self, name: str, *, workers: int, max_pending: int | None = None
+        self,
+        name: str,
+        *,
+        workers: int,
+        max_pending: int | None = None,
+        exit_wait: float | None = None,
     ) -> None:
         self.name = name
         self.workers = workers
         self.max_pending = max_pending
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._threads = 0
         self._active = 0
+        self._running = 0
         self._started = 0
+        self._closing = False
         os.register_at_fork(after_in_child=self._forget_threads)
+        if exit_wait is not None:
+            atexit.register(self.finish, exit_wait)
 
     @property
     def busy(self) -> int:
@@ -130,14 +146,31 @@ class WorkerPool:
         self._jobs.put(_Job(loop, future, function, args))
         return future
 
+    def finish(self, timeout: float) -> bool:
+        """
+        Start no more jobs; wait up to *timeout* seconds for the running
+        ones.
+
+        Returns:
+            Whether none is running any more.
+        """
+        with self._lock:
+            self._closing = True
+            return self._idle.wait_for(lambda: not self._running, timeout)
+
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
-            outcome = None if job.future.cancelled() else _outcome(job)
+            with self._lock:
+                skip = self._closing or job.future.cancelled()
+                self._running += not skip
+            outcome = None if skip else _outcome(job)
             # Free before the outcome is handed over: whoever awaited it may
             # run the next job at once, and must find room for it.
             with self._lock:
                 self._active -= 1
+                self._running -= not skip
+                self._idle.notify_all()
             if outcome is not None:
                 # A closed loop raises RuntimeError: nobody waits for it.
                 with contextlib.suppress(RuntimeError):
@@ -147,8 +180,9 @@ class WorkerPool:
     def _forget_threads(self) -> None:
         # A forked child has none of its parent's threads or jobs.
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._jobs = queue.SimpleQueue()
-        self._threads = self._active = 0
+        self._threads = self._active = self._running = 0
 
 
 def _outcome(job: _Job) -> tuple[bool, object]:
@@ -184,6 +218,8 @@ def _settle(future: asyncio.Future[Any], outcome: tuple[bool, object]) -> None:
 RENDERS: Final = WorkerPool("prom_async-render", workers=4)
 # bcrypt releases the GIL; two checks at a time bound the CPU one flood of
 # wrong passwords can take, and the queue bound makes the rest fail fast.
+# A check takes a quarter of a second at bcrypt's usual cost (12), a second
+# at 14: the program's exit waits that long for the running ones.
 CREDENTIAL_CHECKS: Final = WorkerPool(
-    "prom_async-credentials", workers=2, max_pending=8
+    "prom_async-credentials", workers=2, max_pending=8, exit_wait=2.0
 )
