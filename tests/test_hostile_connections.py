@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import logging
 import socket
 import threading
@@ -24,6 +25,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from fixtures_servers import PASSWORD, RunningServer, Serve, eventually
 from prom_async.aio import _web_connections, _web_routes
+from prom_async.aio._web_body import reset
 from prom_async.aio._web_connections import (
     MAX_UNHANDLED_BYTES,
     ConnectionLimits,
@@ -701,10 +703,14 @@ class RecordingHandler:
 
 
 class FakeTransport:
-    def __init__(self) -> None:
+    def __init__(self, sock: object = None) -> None:
         self.aborted = False
         self.closed = False
         self.written = b""
+        self.socket = sock
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.socket if name == "socket" else default
 
     def abort(self) -> None:
         self.aborted = True
@@ -1017,3 +1023,22 @@ class TestConnectionOptions:
                 await start_http_server(addr=LOOPBACK, **options)
 
         assert message == str(raised.value)
+
+
+class RefusingSocket:
+    def setsockopt(self, *_: object) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+
+class TestReset:
+    @pytest.mark.parametrize(
+        "sock", [None, RefusingSocket()], ids=["no socket", "refusing"]
+    )
+    def test_aborted_whatever_the_socket(self, sock: object):
+        """A transport without a socket, or whose socket refuses
+        SO_LINGER (shut down already), is aborted all the same."""
+        transport = FakeTransport(sock)
+
+        reset(transport)  # type: ignore[arg-type]
+
+        assert transport.aborted

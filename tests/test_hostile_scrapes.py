@@ -154,10 +154,10 @@ def told(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     ]
 
 
-async def read_until_closed(client: socket.socket) -> int:
+async def read_until_closed(client: socket.socket) -> tuple[int, bool]:
     """
-    Read what *client* (non-blocking) gets until its peer has closed; the
-    number of bytes.
+    Read what *client* (non-blocking) gets until its peer has closed: the
+    number of bytes, and whether the peer reset the connection.
     """
     loop = asyncio.get_running_loop()
     received = 0
@@ -165,9 +165,9 @@ async def read_until_closed(client: socket.socket) -> int:
         try:
             data = await asyncio.wait_for(loop.sock_recv(client, 1 << 16), 10)
         except ConnectionResetError:
-            return received
+            return received, True
         if not data:
-            return received
+            return received, False
         received += len(data)
 
 
@@ -368,10 +368,10 @@ class TestSlowReader:
         large: CollectorRegistry,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """A client that reads nothing of a 4 MB body is cut off after the
-        write timeout; the server buffers at most its transport's
-        high-water mark and a chunk for it, and never writes more than a
-        chunk at a time."""
+        """A client that reads nothing of a 4 MB body is cut off with a
+        reset after the write timeout; the server buffers at most its
+        transport's high-water mark and a chunk for it, and never writes
+        more than a chunk at a time."""
         caplog.set_level(logging.DEBUG)
         transports: list[asyncio.Transport] = []
         tasks: list[asyncio.Task[None]] = []
@@ -427,12 +427,14 @@ class TestSlowReader:
                     timeout=10,
                 )
                 await eventually(tasks[0].done, what="the handler to end")
-                received = await read_until_closed(client)
+                received, reset = await read_until_closed(client)
 
         _, high_water = transports[0].get_write_buffer_limits()
         body_size = len(generate_latest(large))
         assert body_size > 4 << 20
         assert received < body_size // 2
+        # A reset: the kernel drops what it still held to send.
+        assert reset
         assert max(writes) <= CHUNK + 1024
         assert max(buffered) <= high_water + CHUNK + 1024
         assert [] == told(caplog)

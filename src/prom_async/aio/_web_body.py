@@ -15,7 +15,10 @@ chunk that does not drain within the write timeout aborts the connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from aiohttp.abc import AbstractStreamWriter
 
 
-__all__ = ["CHUNK", "DEFAULT_WRITE_TIMEOUT", "SharedBody"]
+__all__ = ["CHUNK", "DEFAULT_WRITE_TIMEOUT", "SharedBody", "reset"]
 
 log = logging.getLogger("prom_async.aio.web")
 
@@ -113,10 +116,30 @@ class SharedBody(payload.Payload):
         transport = self._request.transport
         # None only when the client left in the same loop iteration.
         if transport is not None:  # pragma: no branch
-            transport.abort()
+            reset(transport)
         log.debug(
             "A scrape's client took more than %g s to read %d bytes: "
             "connection aborted",
             self._write_timeout,
             CHUNK,
         )
+
+
+# SO_LINGER on, with no time to linger: close() resets the connection.
+_RESET_ON_CLOSE: Final = struct.pack("ii", 1, 0)
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """
+    Close *transport* at once with a TCP reset, so that the kernel drops
+    what it still holds to send to a client that does not read, instead of
+    keeping it (megabytes per connection) until the client goes away.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # A socket already shut down refuses it; abort() still closes.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE
+            )
+    transport.abort()

@@ -29,7 +29,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
-from ._web_body import DEFAULT_WRITE_TIMEOUT
+from ._web_body import DEFAULT_WRITE_TIMEOUT, reset
 
 
 if TYPE_CHECKING:
@@ -359,7 +359,7 @@ class _ConnectionGuard(asyncio.Protocol):
         self._state = _CLOSED
         self._held.clear()
         assert self._transport is not None  # noqa: S101 -- connected
-        self._transport.abort()
+        reset(self._transport)
 
 
 class _Unguarded:
