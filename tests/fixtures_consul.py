@@ -19,6 +19,8 @@ Fixtures around the Consul agent double.
   starts Debian's VictoriaMetrics with *config* as its
   ``-promscrape.config`` (see `victoria_metrics.VictoriaMetrics`); all are
   stopped after the test.
+- ``StubServer`` (with ``Bound``): the attributes of a metrics server that
+  ``ConsulAgent`` reads, for registering without serving.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ import logging
 import warnings
 
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import consul.aio
 import pytest
@@ -39,8 +42,10 @@ from victoria_metrics import VictoriaMetrics
 
 __all__ = [
     "CONSUL_ENVIRONMENT",
+    "Bound",
     "ConsulDoubleFactory",
     "PyConsulFactory",
+    "StubServer",
     "VictoriaMetricsFactory",
     "consul_double",
     "consul_double_factory",
@@ -61,6 +66,23 @@ CONSUL_ENVIRONMENT = (
     "CONSUL_CLIENT_CERT",
     "CONSUL_CLIENT_KEY",
 )
+
+
+class Bound(NamedTuple):
+    addr: str
+    port: int
+
+
+@dataclass
+class StubServer:
+    """
+    The attributes of a metrics server that ConsulAgent reads.
+    """
+
+    socket: Bound = field(default_factory=lambda: Bound("127.0.0.1", 9100))
+    https: bool = False
+    metrics_path: str = "/metrics"
+    requires_auth: bool = False
 
 
 class ConsulDoubleFactory(Protocol):

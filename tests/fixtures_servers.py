@@ -44,6 +44,41 @@ PROMETHEUS_2_42_ACCEPT = (
 )
 #: The basic-auth password of the tests; ``password_hash`` is its hash.
 PASSWORD = "correct horse battery"
+#: Values each exporter timeout refuses, with the error and its message.
+_BAD_TIMEOUTS = [
+    ({"idle_timeout": "75"}, TypeError, "a number of seconds, not str"),
+    ({"idle_timeout": 0}, ValueError, "positive and finite, not 0"),
+    ({"header_timeout": True}, TypeError, "a number of seconds, not bool"),
+    (
+        {"header_timeout": float("inf")},
+        ValueError,
+        "positive and finite, not inf",
+    ),
+    ({"render_timeout": None}, TypeError, "a number of seconds, not NoneType"),
+    ({"render_timeout": -1}, ValueError, "positive and finite, not -1"),
+    ({"write_timeout": "10"}, TypeError, "a number of seconds, not str"),
+    (
+        {"write_timeout": float("nan")},
+        ValueError,
+        "positive and finite, not nan",
+    ),
+]
+
+
+def bad_timeouts(*options: str) -> pytest.MarkDecorator:
+    """
+    Parametrize ``options``, ``error`` and ``message`` with values that the
+    exporter timeouts named (all four by default) refuse.
+    """
+    return pytest.mark.parametrize(
+        ("options", "error", "message"),
+        [
+            (given, error, f"{name} must be {message}")
+            for given, error, message in _BAD_TIMEOUTS
+            for name in given
+            if not options or name in options
+        ],
+    )
 
 
 def poll(

@@ -23,7 +23,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from prometheus_client import CollectorRegistry, Gauge
 
-from fixtures_servers import PASSWORD, RunningServer, Serve, eventually
+from fixtures_servers import (
+    PASSWORD,
+    RunningServer,
+    Serve,
+    bad_timeouts,
+    eventually,
+)
 from prom_async.aio import _web_connections, _web_routes
 from prom_async.aio._web_body import reset
 from prom_async.aio._web_connections import (
@@ -972,46 +978,7 @@ class TestPassedOn:
 
 
 class TestConnectionOptions:
-    @pytest.mark.parametrize(
-        ("options", "error", "message"),
-        [
-            (
-                {"idle_timeout": "75"},
-                TypeError,
-                "idle_timeout must be a number of seconds, not str",
-            ),
-            (
-                {"idle_timeout": True},
-                TypeError,
-                "idle_timeout must be a number of seconds, not bool",
-            ),
-            (
-                {"idle_timeout": 0},
-                ValueError,
-                "idle_timeout must be positive and finite, not 0",
-            ),
-            (
-                {"header_timeout": float("inf")},
-                ValueError,
-                "header_timeout must be positive and finite, not inf",
-            ),
-            (
-                {"header_timeout": None},
-                TypeError,
-                "header_timeout must be a number of seconds, not NoneType",
-            ),
-            (
-                {"render_timeout": -1},
-                ValueError,
-                "render_timeout must be positive and finite, not -1",
-            ),
-            (
-                {"write_timeout": "10"},
-                TypeError,
-                "write_timeout must be a number of seconds, not str",
-            ),
-        ],
-    )
+    @bad_timeouts()
     @pytest.mark.parametrize("threaded", [False, True])
     async def test_bad_options(self, options, error, message, threaded):
         """Timeouts that are not positive finite numbers are refused at

@@ -33,7 +33,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
-from fixtures_servers import eventually
+from fixtures_servers import bad_timeouts, eventually
 from prom_async.aio import (
     _prefork_hooks,
     _prefork_multiprocess,
@@ -65,52 +65,6 @@ TIMEOUTS = {
     "render_timeout": 8.0,
     "write_timeout": 9.0,
 }
-#: Timeouts the prefork ways refuse where they are given, and the messages.
-BAD_TIMEOUTS = pytest.mark.parametrize(
-    ("options", "error", "message"),
-    [
-        (
-            {"idle_timeout": "75"},
-            TypeError,
-            "idle_timeout must be a number of seconds, not str",
-        ),
-        (
-            {"idle_timeout": 0},
-            ValueError,
-            "idle_timeout must be positive and finite, not 0",
-        ),
-        (
-            {"header_timeout": True},
-            TypeError,
-            "header_timeout must be a number of seconds, not bool",
-        ),
-        (
-            {"header_timeout": float("inf")},
-            ValueError,
-            "header_timeout must be positive and finite, not inf",
-        ),
-        (
-            {"render_timeout": None},
-            TypeError,
-            "render_timeout must be a number of seconds, not NoneType",
-        ),
-        (
-            {"render_timeout": -1},
-            ValueError,
-            "render_timeout must be positive and finite, not -1",
-        ),
-        (
-            {"write_timeout": "10"},
-            TypeError,
-            "write_timeout must be a number of seconds, not str",
-        ),
-        (
-            {"write_timeout": float("nan")},
-            ValueError,
-            "write_timeout must be positive and finite, not nan",
-        ),
-    ],
-)
 #: Seconds within which an idle connection must be closed: a guard against
 #: hangs, not a speed claim.
 CLOSED_WITHIN = 10.0
@@ -413,7 +367,7 @@ class TestWorkerExporter:
         with pytest.raises(error, match=match):
             worker_exporter(**options)
 
-    @BAD_TIMEOUTS
+    @bad_timeouts()
     def test_bad_timeouts(self, options, error, message):
         """A timeout that is not a positive finite number is refused where
         it is given, naming the option."""
@@ -512,7 +466,7 @@ class TestMultiprocessExporterOptions:
         with pytest.raises(error, match=match):
             MultiprocessExporter(**options)
 
-    @BAD_TIMEOUTS
+    @bad_timeouts()
     def test_bad_timeouts(self, multiproc_dir, options, error, message):
         """A timeout that is not a positive finite number is refused by the
         constructor, naming the option."""

@@ -17,7 +17,7 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from fixtures_consul import sd_log_records
+from fixtures_consul import Bound, StubServer, sd_log_records
 from fixtures_servers import Serve, eventually
 from prom_async.aio._consul_client import AgentClient
 from prom_async.aio.sd import (
@@ -183,23 +183,6 @@ def svc_agent(agent: FakeConsulAgent, **options: Any) -> ConsulAgent:
     return ConsulAgent(
         "svc", **{"agent_address": agent.address, **FAST, **options}
     )
-
-
-class Bound(NamedTuple):
-    addr: str
-    port: int
-
-
-@dataclass
-class StubServer:
-    """
-    The attributes of a metrics server that ConsulAgent reads.
-    """
-
-    socket: Bound = field(default_factory=lambda: Bound("127.0.0.1", 9100))
-    https: bool = False
-    metrics_path: str = "/metrics"
-    requires_auth: bool = False
 
 
 class TestConsulAgent:

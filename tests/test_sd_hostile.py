@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 
 from consul_double import ConsulDouble
-from fixtures_consul import sd_log_records
+from fixtures_consul import StubServer, sd_log_records
 from fixtures_servers import eventually
 from prom_async.aio._consul_client import (
     AgentAnswerError,
@@ -44,22 +43,6 @@ FAST = {
     "retry_max_delay": 0.05,
     "resync_interval": 0.02,
 }
-
-
-class Bound(NamedTuple):
-    addr: str
-    port: int
-
-
-@dataclass
-class StubServer:
-    """
-    The attributes of a metrics server that ConsulAgent reads.
-    """
-
-    socket: Bound = field(default_factory=lambda: Bound("127.0.0.1", 9100))
-    https: bool = False
-    metrics_path: str = "/metrics"
 
 
 class Answer(NamedTuple):
