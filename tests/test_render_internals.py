@@ -511,6 +511,7 @@ class TestWorkerPool:
         assert await asyncio.to_thread(entered.wait, 60)
         pool.run(ran.append, "after")
         finishing = asyncio.create_task(asyncio.to_thread(pool.finish, 60))
+        await eventually(lambda: pool._closing, what="finish() to begin")
         release.set()
         finished = await finishing
         await eventually(lambda: not pool.busy, what="the pool to be idle")
