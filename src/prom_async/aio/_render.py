@@ -31,7 +31,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from ._client_internals import metric_name
 from ._render_families import LazyRegistry, Progress, encode_by_family
 from ._render_lines import LineEncoder
-from ._render_negotiation import negotiate
+from ._render_negotiation import Negotiated, negotiate
 from ._workers import RENDERS, WorkerPool
 
 
@@ -88,13 +88,13 @@ class _Flight:
     for it.
     """
 
-    __slots__ = ("accept", "future", "waiters")
+    __slots__ = ("future", "negotiated", "waiters")
 
     def __init__(
-        self, future: asyncio.Future[Exposition], accept: str
+        self, future: asyncio.Future[Exposition], negotiated: Negotiated
     ) -> None:
         self.future = future
-        self.accept = accept
+        self.negotiated = negotiated
         self.waiters = 0
 
 
@@ -247,13 +247,15 @@ class RegistryRenderer:
         deadline = latest if deadline is None else min(deadline, latest)
         if self._stall.overdue or deadline <= loop.time():
             raise self._timed_out(loop)
-        content_type = negotiate(accept).content_type
-        key = _RenderKey(content_type, _accepts_gzip(accept_encoding), names)
+        negotiated = negotiate(accept)
+        key = _RenderKey(
+            negotiated.content_type, _accepts_gzip(accept_encoding), names
+        )
         flight = self._waiting.get(key)
         if flight is None:
             future: asyncio.Future[Exposition] = loop.create_future()
             future.add_done_callback(_consume_exception)
-            flight = self._waiting[key] = _Flight(future, accept or "")
+            flight = self._waiting[key] = _Flight(future, negotiated)
         flight.waiters += 1
         try:
             self._start_next(loop)
@@ -279,7 +281,9 @@ class RegistryRenderer:
             flight = self._waiting.pop(key)
             render = _Render(loop.time())
             try:
-                job = self._pool.run(self._encode, key, flight.accept, render)
+                job = self._pool.run(
+                    self._encode, key, flight.negotiated, render
+                )
             except Exception as error:  # noqa: BLE001 -- the scrapes' error
                 flight.future.set_exception(error)
                 continue
@@ -348,10 +352,10 @@ class RegistryRenderer:
         )
 
     def _encode(
-        self, key: _RenderKey, accept: str, render: _Render
+        self, key: _RenderKey, negotiated: Negotiated, render: _Render
     ) -> Exposition:
+        encoder, content_type = negotiated
         try:
-            encoder, content_type = negotiate(accept)
             body = encode_by_family(
                 encoder,
                 LazyRegistry(
