@@ -30,6 +30,7 @@ from ._consul_client import (
     check_py_consul,
     parse_agent_address,
     redact_address,
+    url_host,
 )
 from ._consul_errors import ConsulRegistrationError
 
@@ -75,10 +76,6 @@ def _go_duration(seconds: float) -> str:
     if float(seconds).is_integer():
         return f"{int(seconds)}s"
     return f"{round(seconds * 1000)}ms"
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def _kind(value: object) -> str:
@@ -729,7 +726,7 @@ class ConsulAgent:
             else metrics_server.metrics_path
         )
         scheme = "https" if metrics_server.https else "http"
-        return f"{scheme}://{_url_host(host)}:{int(bound.port)}{path}"
+        return f"{scheme}://{url_host(host)}:{int(bound.port)}{path}"
 
     async def register(
         self, metrics_server: _MetricsServer

@@ -82,6 +82,8 @@ __all__ = [
     "AgentEndpoint",
     "check_py_consul",
     "parse_agent_address",
+    "redact_address",
+    "url_host",
 ]
 
 #: The py-consul release whose internals (above) prom_async was tested on.
@@ -151,10 +153,13 @@ class AgentEndpoint:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://{_url_host(self.host)}:{self.port}"
+        return f"{self.scheme}://{url_host(self.host)}:{self.port}"
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
+    """
+    *host* as a URL writes it: an IPv6 address in brackets.
+    """
     return f"[{host}]" if ":" in host else host
 
 
@@ -257,7 +262,7 @@ class _Transport(_HTTPClientBase):  # type: ignore[misc]
         request_timeout: float,
     ) -> None:
         super().__init__(
-            _url_host(endpoint.host),
+            url_host(endpoint.host),
             endpoint.port,
             endpoint.scheme,
             verify=bool(tls),
